@@ -1,0 +1,69 @@
+# rscvm — build, guest images, tests, benchmarks.
+#
+#   make demo    install what is needed, build, make the guest images, boot the default guest
+#   make test    vet + staticcheck + gofmt check + go test -race ./... (what CI runs)
+#   make bench   benchmarks with -benchmem
+#   make fuzz    a short run of every fuzz target
+
+GO          ?= go
+OUT         ?= $(CURDIR)/out
+STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck)
+STATICCHECK_VERSION := v0.8.2
+TEST_TIMEOUT ?= 40m
+FUZZTIME    ?= 10s
+VERSION     := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+export RSCVM_OUT := $(OUT)
+
+.PHONY: all build deps guest testguest linux-guest test check vet fmt-check staticcheck bench fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/rscvm ./cmd/rscvm
+
+# Debian packages and Go tools the build and the tests need (run as root).
+deps:
+	guestimages/deps.sh
+	@test -x $(STATICCHECK) || GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# Guest images into $(OUT): the freestanding test guest (seconds), the Linux
+# kernels and the agent initramfs (the kernel build is cached in /var/cache/rscvm).
+guest: testguest linux-guest
+
+testguest:
+	guestimages/testguest/build.sh $(OUT)
+
+linux-guest:
+	guestimages/build.sh $(OUT)
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+staticcheck:
+	$(STATICCHECK) ./...
+
+check: fmt-check vet staticcheck
+
+test: check
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# The main job: boot the default guest and show its console.
+demo: deps build guest
+	bin/rscvm boot
+
+clean:
+	rm -rf bin $(OUT)
