@@ -30,11 +30,11 @@ func TestParseBootArgsSpellings(t *testing.T) {
 
 func TestParseBootArgsErrorsNameTheFlag(t *testing.T) {
 	cases := map[string][]string{
-		"unknown flag -bogus":            {"-bogus"},
-		"flag -smp: \"0\": want a whole": {"-smp", "0"},
-		"flag -cpus: \"x\"":              {"--cpus", "x"},
-		"flag -m: \"12Q\" is not a size": {"-m", "12Q"},
-		"below the minimum":              {"-m", "1M"},
+		"unknown flag -bogus":                        {"-bogus"},
+		"flag -smp: \"0\": want a whole":             {"-smp", "0"},
+		"flag -cpus: \"x\"":                          {"--cpus", "x"},
+		"flag -m: \"12Q\" is not a size":             {"-m", "12Q"},
+		"below the minimum":                          {"-m", "1M"},
 		"accepted values are stdio, file:PATH, none": {"-serial", "tcp:1"},
 		"flag -kernel needs a value":                 {"-kernel"},
 		"unexpected argument \"foo\"":                {"foo"},
