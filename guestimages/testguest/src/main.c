@@ -1,0 +1,135 @@
+/*
+ * main.c - the rscvm freestanding test guest.
+ *
+ * Prints one machine-readable line per fact on COM1 (the host half of the
+ * integration tests asserts on them), then powers off. See README.md for the
+ * exact line formats.
+ *
+ * Command-line options (key=value, unknown keys are ignored):
+ *   pci=0        skip the PCI scan
+ *   caps=0       do not print capability lines
+ *   memmap=0     do not print the PVH memory map
+ *   end=poweroff (default) ACPI S5 via port 0x604
+ *   end=halt     cli; hlt forever after the done line
+ *   end=reset    reset through port 0xCF9
+ */
+#include <stdint.h>
+
+#include "cmdline.h"
+#include "io.h"
+#include "mem.h"
+#include "pci.h"
+#include "power.h"
+#include "printf.h"
+#include "pvh.h"
+#include "trap.h"
+#include "uart.h"
+
+#define IDENTITY_LIMIT 0x100000000ull /* entry.S maps the first 4 GiB */
+
+void main(const struct hvm_start_info *si);
+
+/* Whether [addr, addr+len) lies inside the identity map. */
+static int mapped(uint64_t addr, uint64_t len)
+{
+	return addr != 0 && addr < IDENTITY_LIMIT && len <= IDENTITY_LIMIT - addr;
+}
+
+static int print_start_info(const struct hvm_start_info *si)
+{
+	if (!mapped((uint64_t)(uintptr_t)si, sizeof(*si))) {
+		kprintf("start_info addr=0x%lx unusable\n", (uint64_t)(uintptr_t)si);
+		return -1;
+	}
+	kprintf("start_info addr=0x%lx magic=%08x version=%u flags=0x%x nr_modules=%u"
+		" cmdline=0x%lx rsdp=0x%lx",
+		(uint64_t)(uintptr_t)si, si->magic, si->version, si->flags, si->nr_modules,
+		si->cmdline_paddr, si->rsdp_paddr);
+	if (si->version >= 1)
+		kprintf(" memmap=0x%lx memmap_entries=%u", si->memmap_paddr, si->memmap_entries);
+	kprintf("\n");
+	if (si->magic != HVM_START_MAGIC) {
+		kprintf("start_info bad magic\n");
+		return -1;
+	}
+	return 0;
+}
+
+static void print_memmap(const struct hvm_start_info *si)
+{
+	uint32_t n = si->memmap_entries;
+
+	if (si->version < 1 || n == 0)
+		return;
+	if (n > 128)
+		n = 128;
+	if (!mapped(si->memmap_paddr, (uint64_t)n * sizeof(struct hvm_memmap_table_entry))) {
+		kprintf("memmap unusable\n");
+		return;
+	}
+	const struct hvm_memmap_table_entry *e =
+		(const struct hvm_memmap_table_entry *)(uintptr_t)si->memmap_paddr;
+	for (uint32_t i = 0; i < n; i++)
+		kprintf("memmap %u addr=0x%016lx size=0x%016lx type=%u\n", i, e[i].addr,
+			e[i].size, e[i].type);
+}
+
+static void load_cmdline(const struct hvm_start_info *si, int si_ok)
+{
+	const char *src = NULL;
+
+	if (si_ok && mapped(si->cmdline_paddr, CMDLINE_MAX))
+		src = (const char *)(uintptr_t)si->cmdline_paddr;
+	cmdline_parse(src);
+	kprintf("cmdline \"%s\"%s\n", cmdline_raw(), cmdline_truncated() ? " truncated" : "");
+	for (int i = 0; i < cmdline_count(); i++) {
+		const struct cmdline_opt *o = cmdline_opt(i);
+
+		kprintf("opt %s=%s\n", o->key, o->value);
+	}
+}
+
+struct scan_ctx {
+	int caps;
+};
+
+static void visit(const struct pci_func *f, void *arg)
+{
+	const struct scan_ctx *ctx = arg;
+
+	pci_print_func(f);
+	if (ctx->caps)
+		pci_print_caps(f);
+}
+
+void main(const struct hvm_start_info *si)
+{
+	uart_init();
+	kprintf("\nrscvm-testguest: start\n");
+	trap_init();
+
+	int si_ok = print_start_info(si) == 0;
+	load_cmdline(si, si_ok);
+	if (si_ok && cmdline_get_u64("memmap", 1))
+		print_memmap(si);
+
+	if (cmdline_get_u64("pci", 1)) {
+		struct scan_ctx ctx = { .caps = cmdline_get_u64("caps", 1) != 0 };
+		int n = pci_scan_bus(0, visit, &ctx);
+
+		kprintf("pciscan bus=00 functions=%d\n", n);
+	}
+
+	const char *end = cmdline_get("end", "poweroff");
+	kprintf("rscvm-testguest: done\n");
+	if (strcmp(end, "halt") == 0)
+		halt_forever();
+	if (strcmp(end, "reset") == 0) {
+		cf9_reset();
+		kprintf("reset failed\n");
+		halt_forever();
+	}
+	acpi_poweroff();
+	kprintf("poweroff failed\n");
+	halt_forever();
+}
