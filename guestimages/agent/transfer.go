@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+
+	"github.com/rscvm/rscvm/guestimages/agent/protocol"
+)
+
+// transferResult is what sink and source report.
+type transferResult struct {
+	Bytes  int64
+	SHA256 string
+}
+
+// copyBufSize is large enough for TSO/GRO-sized reads and writes.
+const copyBufSize = 256 * 1024
+
+// listenSink listens on TCP port (all addresses, IPv4 and IPv6).
+func listenSink(ctx context.Context, port uint16) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort("", strconv.Itoa(int(port))))
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return ln, nil
+}
+
+// acceptSink accepts one connection on ln, reads it to EOF and hashes it.
+// ln is closed on return.
+func acceptSink(ctx context.Context, ln net.Listener) (transferResult, error) {
+	defer ln.Close()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	c, err := ln.Accept()
+	if err != nil {
+		if ctx.Err() != nil {
+			return transferResult{}, fmt.Errorf("accept: %w", ctx.Err())
+		}
+		return transferResult{}, fmt.Errorf("accept: %w", err)
+	}
+	defer c.Close()
+	stopConn := context.AfterFunc(ctx, func() { c.Close() })
+	defer stopConn()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, c, make([]byte, copyBufSize))
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return transferResult{Bytes: n}, fmt.Errorf("read after %d bytes: %w", n, err)
+	}
+	return transferResult{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// source connects to addr and sends n payload bytes, then half-closes and
+// waits for the peer to close.
+func source(ctx context.Context, addr string, n int64) (transferResult, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return transferResult{}, fmt.Errorf("connect: %w", err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	h := sha256.New()
+	w := io.MultiWriter(c, h)
+	sent, err := io.CopyBuffer(w, io.LimitReader(protocol.NewPayload(n), n), make([]byte, copyBufSize))
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return transferResult{Bytes: sent}, fmt.Errorf("write after %d bytes: %w", sent, err)
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if err := tc.CloseWrite(); err != nil {
+			return transferResult{Bytes: sent}, fmt.Errorf("shutdown: %w", err)
+		}
+		// Wait for the peer to finish so that all data is acknowledged
+		// before the agent powers off.
+		_, _ = io.Copy(io.Discard, c)
+	}
+	return transferResult{Bytes: sent, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
