@@ -81,6 +81,10 @@ func newNetns(t testing.TB) *netns {
 	require.NoError(t, err)
 	n.fd = fd
 	n.run(t, "ip", "link", "set", "lo", "up")
+	// No IPv6 on new interfaces: router solicitations and MLD reports would be noise on the tap.
+	for _, k := range []string{"all", "default"} {
+		n.run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/"+k+"/disable_ipv6")
+	}
 	return n
 }
 
