@@ -42,6 +42,9 @@ type Output struct {
 	Traps []Trap
 	// Failures are "... failed" and "... unusable" style lines, verbatim.
 	Failures []string
+	// ElapsedMicros is the guest's own start-to-done time from the ACPI PM
+	// timer (the "elapsed" line; exact below ~4.6 s), -1 without one.
+	ElapsedMicros int64
 }
 
 // StartInfo is the guest's view of struct hvm_start_info.
@@ -201,7 +204,7 @@ const maxLine = 64 << 10
 // (firmware noise, other consoles) are ignored; "\r\n" and "\n" both end lines.
 // A line with a guest prefix that does not parse fails with ErrMalformed.
 func ParseOutput(serial []byte) (*Output, error) {
-	o := &Output{ScannedFunctions: -1}
+	o := &Output{ScannedFunctions: -1, ElapsedMicros: -1}
 	sc := bufio.NewScanner(bytes.NewReader(serial))
 	sc.Buffer(make([]byte, 0, 4096), maxLine)
 	for n := 1; sc.Scan(); n++ {
@@ -276,6 +279,14 @@ func (o *Output) parseLine(line string) error {
 			var n uint64
 			n, err = parseNum(kv, "functions", 10, 16)
 			o.ScannedFunctions = int(n)
+		}
+	case "elapsed":
+		var kv map[string]string
+		kv, err = parseKV(strings.Fields(rest))
+		if err == nil {
+			var n uint64
+			n, err = parseNum(kv, "us", 10, 63)
+			o.ElapsedMicros = int64(n)
 		}
 	case "trap":
 		var t Trap

@@ -84,12 +84,26 @@ func writeSources(dir string) error {
 // QEMUBinary is the QEMU system emulator RunQEMU starts.
 const QEMUBinary = "qemu-system-x86_64"
 
+// QEMUOptions configures a QEMU run of the guest.
+type QEMUOptions struct {
+	// Accel is the accelerator: "tcg" (the default) or "kvm".
+	Accel string
+	// Cmdline is the guest command line (-append).
+	Cmdline string
+	// Extra arguments are appended (devices, netdevs, ...).
+	Extra []string
+}
+
 // QEMUArgs returns the QEMU command line (without the binary) that boots elf
-// through PVH on a TCG pc machine with 128 MiB, no default devices, COM1 on
-// stdout and no monitor; extra arguments (devices, netdevs) are appended.
-func QEMUArgs(elf, cmdline string, extra ...string) []string {
+// through PVH on a pc machine with 128 MiB, no default devices, COM1 on stdout
+// and no monitor.
+func QEMUArgs(elf string, opts QEMUOptions) []string {
+	accel := opts.Accel
+	if accel == "" {
+		accel = "tcg"
+	}
 	args := []string{
-		"-accel", "tcg",
+		"-accel", accel,
 		"-M", "pc",
 		"-m", "128",
 		"-nodefaults",
@@ -98,9 +112,9 @@ func QEMUArgs(elf, cmdline string, extra ...string) []string {
 		"-serial", "stdio",
 		"-monitor", "none",
 		"-kernel", elf,
-		"-append", cmdline,
+		"-append", opts.Cmdline,
 	}
-	return append(args, extra...)
+	return append(args, opts.Extra...)
 }
 
 // ErrQEMUFailed is wrapped by RunQEMU when QEMU exits unsuccessfully.
@@ -110,12 +124,11 @@ var ErrQEMUFailed = errors.New("qemu failed")
 // itself, which the guest causes by powering off. It returns the serial output
 // (QEMU's stdout) and QEMU's stderr; the error is non-nil when QEMU could not
 // start, exited non-zero, or ctx ended first.
-func RunQEMU(ctx context.Context, elf, cmdline string, extra ...string) (serial, stderr []byte, err error) {
-	cmd := exec.CommandContext(ctx, QEMUBinary, QEMUArgs(elf, cmdline, extra...)...)
+func RunQEMU(ctx context.Context, elf string, opts QEMUOptions) (serial, stderr []byte, err error) {
+	cmd := exec.CommandContext(ctx, QEMUBinary, QEMUArgs(elf, opts)...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &errOut
-	cmd.Stdin = nil
 	runErr := cmd.Run()
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return out.Bytes(), errOut.Bytes(), fmt.Errorf("testguest: qemu did not power off: %w", ctxErr)

@@ -104,6 +104,8 @@ static void visit(const struct pci_func *f, void *arg)
 
 void main(const struct hvm_start_info *si)
 {
+	uint32_t t0 = pm_timer_read();
+
 	uart_init();
 	kprintf("\nrscvm-testguest: start\n");
 	trap_init();
@@ -119,6 +121,10 @@ void main(const struct hvm_start_info *si)
 
 		kprintf("pciscan bus=00 functions=%d\n", n);
 	}
+
+	/* PM timer ticks modulo 2^24 (QEMU's width): exact below ~4.6 s. */
+	uint32_t ticks = (pm_timer_read() - t0) & 0xffffff;
+	kprintf("elapsed us=%lu\n", (uint64_t)ticks * 1000000u / ACPI_PM_TMR_HZ);
 
 	const char *end = cmdline_get("end", "poweroff");
 	kprintf("rscvm-testguest: done\n");
