@@ -323,3 +323,80 @@ func TestIOEventFD(t *testing.T) {
 	require.NoError(t, m.UnregisterIOEventFD(pio))
 	require.NoError(t, m.UnregisterIOEventFD(mmio))
 }
+
+// A crash in 64-bit mode at a kernel-style high address: the report reads
+// the instruction bytes through the guest's 4-level page tables.
+func TestCrashInLongMode(t *testing.T) {
+	m := newTestMachine(t, 1)
+	mem := m.Memory()
+	// PML4 at 0x4000: [0] -> PDPT 0x5000, [511] -> PDPT 0x7000; both lead
+	// to the PD at 0x6000 whose entry 0 is a 2 MiB page at 0. So linear
+	// [0,2M) and [0xFFFFFFFF80000000,+2M) map physical [0,2M).
+	for _, pt := range [][2]uint64{
+		{0x4000, 0x5003}, {0x4000 + 511*8, 0x7003},
+		{0x5000, 0x6003}, {0x7000 + 510*8, 0x6003},
+		{0x6000, 0x83},
+	} {
+		require.NoError(t, mem.PutU64(pt[0], pt[1]))
+	}
+	require.NoError(t, mem.Write(0x2000, make([]byte, 10))) // IDTR: limit 0
+	const ud2At = 0x1800
+	require.NoError(t, mem.Write(ud2At, []byte{0x0F, 0x0B}))
+	const gdtCode64 = 0x00AF9B000000FFFF
+	require.NoError(t, mem.PutU64(testGDT+0x20, gdtCode64))
+	prog32 := cat(
+		[]byte{0x0F, 0x20, 0xE0, 0x83, 0xC8, 0x20, 0x0F, 0x22, 0xE0}, // cr4 |= PAE
+		movEAX(0x4000), []byte{0x0F, 0x22, 0xD8}, // cr3 = PML4
+		movECX(0xC0000080), []byte{0x0F, 0x32, 0x0D, 0x00, 0x01, 0x00, 0x00, 0x0F, 0x30}, // EFER |= LME
+		[]byte{0x0F, 0x20, 0xC0, 0x0D, 0x00, 0x00, 0x00, 0x80, 0x0F, 0x22, 0xC0}, // cr0 |= PG
+	)
+	long := testCode + uint32(len(prog32)) + 7
+	prog := cat(prog32,
+		[]byte{0xEA}, le32(long), le16(0x20), // ljmp 0x20:long
+		[]byte{0x0F, 0x01, 0x1C, 0x25}, le32(0x2000), // lidt [0x2000]
+		[]byte{0x48, 0xB8}, le32(0x80000000+ud2At), le32(0xFFFFFFFF), // mov rax, 0xffffffff80001800
+		[]byte{0xFF, 0xE0}, // jmp rax
+	)
+	require.NoError(t, mem.Write(testCode, prog))
+	require.NoError(t, m.PIO().Register(donePort, 1, devFunc{write: func(uint64, []byte) { m.PowerOff() }}))
+	for i, d := range []uint64{0, 0, gdtCode32, gdtData32} {
+		require.NoError(t, mem.PutU64(testGDT+uint64(i)*8, d))
+	}
+	require.NoError(t, m.SetBootEntry(BootEntry{RIP: testCode, GDTBase: testGDT, GDTLimit: 5*8 - 1, CodeSel: 0x10, DataSel: 0x18}))
+	err := run(t, m)
+	var ge *GuestError
+	require.ErrorAs(t, err, &ge, "%v", err)
+	t.Log(err)
+	require.Equal(t, uint64(0xFFFFFFFF80000000+ud2At), ge.RIP)
+	require.Equal(t, []byte{0x0F, 0x0B}, ge.Insn[:2], "bytes read through the guest page tables")
+	require.Contains(t, err.Error(), "at RIP 0xffffffff80001800: instruction bytes 0f 0b")
+}
+
+func TestResetFromDevice(t *testing.T) {
+	m := newTestMachine(t, 1)
+	require.NoError(t, m.PIO().Register(0xCF9, 1, devFunc{write: func(_ uint64, d []byte) {
+		if d[0] == 6 {
+			m.Reset()
+		}
+	}}))
+	load(t, m, cat(movDX(0xCF9), movAL(6), outAL, jmpSelf))
+	require.NoError(t, run(t, m))
+	reason, err := m.Stopped()
+	require.NoError(t, err)
+	require.Equal(t, StopReset, reason)
+}
+
+func TestHighRAM(t *testing.T) {
+	requireKVM(t)
+	m, err := NewMachine(Config{MemBytes: 3<<30 + 64<<20})
+	require.NoError(t, err)
+	defer m.Close()
+	rs := m.Memory().Regions()
+	require.Len(t, rs, 2)
+	require.Equal(t, uint64(0), rs[0].GPA)
+	require.Equal(t, uint64(PCIHoleStart), rs[0].End())
+	require.Equal(t, uint64(HighRAMStart), rs[1].GPA)
+	require.Equal(t, uint64(HighRAMStart+64<<20), rs[1].End())
+	require.NoError(t, m.Memory().PutU64(HighRAMStart+8, 42))
+	require.False(t, m.Memory().Contains(PCIHoleStart, 1))
+}
