@@ -176,14 +176,23 @@ func TestOpenErrors(t *testing.T) {
 	})
 
 	t.Run("bad config", func(t *testing.T) {
-		_, err := Open(Config{Name: "x", Queues: MaxQueues + 1})
-		require.Error(t, err)
-		_, err = Open(Config{Name: "x", VnetHdrSize: 16})
-		require.Error(t, err)
-		_, err = Open(Config{Name: strings.Repeat("x", 16)})
-		require.Error(t, err)
-		_, err = Open(Config{FDs: []int{1, 2}, Queues: 3})
-		require.Error(t, err)
+		for _, cfg := range []Config{
+			{Name: "x", Queues: MaxQueues + 1},
+			{Name: "x", Queues: -1},
+			{Name: "x", VnetHdrSize: 16},
+			{Name: strings.Repeat("x", 16)},
+			{FDs: []int{1, 2}, Queues: 3},
+			{FDs: []int{-1}},
+		} {
+			err := ns.do(func() error {
+				tp, err := Open(cfg)
+				if err == nil {
+					_ = tp.Close()
+				}
+				return err
+			})
+			require.Error(t, err, "%+v", cfg)
+		}
 	})
 }
 
@@ -485,4 +494,20 @@ func TestMultiqueueOpen(t *testing.T) {
 	require.True(t, tp.Queue(1).Attached())
 	_, err = tp.Queue(1).Read(make([]byte, 100))
 	require.ErrorIs(t, err, ErrWouldBlock)
+}
+
+// TestAdoptFromOtherNamespace adopts a tap fd from a thread outside the tap's namespace, as a VMM handed an fd by
+// a manager does: the link ioctls must still reach the device (the control socket joins the tap's namespace).
+func TestAdoptFromOtherNamespace(t *testing.T) {
+	ns := newNetns(t)
+	fd := ns.rawTun(t, "far0", flagTAP|flagNoPI|flagVnetHdr)
+	tp, err := Open(Config{FDs: []int{fd}}) // on the test's own (initial-namespace) thread
+	require.NoError(t, err)
+	defer tp.Close()
+	require.Equal(t, "far0", tp.Name())
+	require.NoError(t, tp.SetMTU(1400))
+	require.NoError(t, tp.SetUp(true))
+	out := ns.run(t, "ip", "link", "show", "far0")
+	require.Contains(t, out, "mtu 1400")
+	require.Contains(t, out, ",UP")
 }
