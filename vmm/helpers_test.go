@@ -27,6 +27,18 @@ func requireKVM(t *testing.T) {
 	s.Close()
 }
 
+func requireKVMB(b *testing.B) {
+	b.Helper()
+	s, err := kvm.Open("")
+	if err != nil {
+		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
+			b.Fatalf("RSCVM_REQUIRE_KVM=1 but KVM is unusable: %v", err)
+		}
+		b.Skipf("KVM unusable: %v", err)
+	}
+	s.Close()
+}
+
 // onPVM reports whether /dev/kvm is the software hypervisor kvm_pvm, whose
 // instruction emulator fails on int3.
 func onPVM() bool {
