@@ -222,3 +222,29 @@ func TestDatapathZeroAllocs(t *testing.T) {
 	})
 	require.Zero(t, allocs, "Read")
 }
+
+// TestReadShortBuffers documents the kernel's behaviour with small buffers: a frame longer than the buffers is
+// truncated (n counts the stored bytes, the rest is discarded), and buffers smaller than the header are EINVAL
+// (the frame is dropped too).
+func TestReadShortBuffers(t *testing.T) {
+	r := newBenchRig(t, false, 0)
+	frame := r.udpFrame()
+	r.injectBatch(t, frame, 3)
+	n, err := r.q.ReadV([][]byte{make([]byte, 12), make([]byte, 100)})
+	require.NoError(t, err)
+	require.Equal(t, 112, n, "truncated")
+	_, err = r.q.ReadV([][]byte{make([]byte, 8)})
+	require.ErrorIs(t, err, unix.EINVAL) // and the frame is dropped
+	buf := make([]byte, 2000)
+	n, err = r.q.ReadV([][]byte{nil, buf[:5], {}, buf[5:]}) // empty iovecs are skipped
+	require.NoError(t, err)
+	require.Equal(t, 12+len(frame), n)
+	require.Equal(t, frame, buf[12:n])
+	_, err = r.q.ReadV([][]byte{buf})
+	require.ErrorIs(t, err, ErrWouldBlock, "three frames: truncated, dropped by EINVAL, read whole")
+	n, err = r.q.ReadV(nil)
+	require.NoError(t, err, "a zero-length read returns 0 without waiting")
+	require.Zero(t, n)
+	_, err = r.q.ReadV(make([][]byte, maxIovecs+1))
+	require.Error(t, err)
+}

@@ -73,8 +73,9 @@ func (q *Queue) Attached() bool { return q.attached.Load() }
 func (q *Queue) VnetHdrSize() int { return q.tap.VnetHdrSize() }
 
 // ReadV reads one frame (virtio-net header followed by the Ethernet frame) scattered over iovs with readv(2) and
-// returns the number of bytes stored. Buffers should hold VnetHdrSize()+65550 bytes to take a full GSO frame;
-// the kernel truncates longer frames. Empty slices are skipped. It returns ErrWouldBlock when no frame is
+// returns the number of bytes stored. Buffers should hold VnetHdrSize()+65550 bytes when GSO offloads are on
+// (VnetHdrSize()+MTU+14 otherwise): the kernel truncates a longer frame, returns the bytes stored and discards
+// the rest; buffers shorter than the header fail with EINVAL (and the frame is dropped). Empty slices are skipped. It returns ErrWouldBlock when no frame is
 // queued (also on a queue detached by SetActiveQueues). It does not allocate once the internal iovec array has grown to
 // the largest len(iovs) used (64 initially).
 func (q *Queue) ReadV(iovs [][]byte) (int, error) {
