@@ -400,3 +400,21 @@ func TestHighRAM(t *testing.T) {
 	require.NoError(t, m.Memory().PutU64(HighRAMStart+8, 42))
 	require.False(t, m.Memory().Contains(PCIHoleStart, 1))
 }
+
+// The in-kernel PIT (created with the dummy speaker) serves ports 0x40-0x43
+// and 0x61 itself: Linux's TSC calibration polls 0x61 without exiting.
+func TestPITPortsInKernel(t *testing.T) {
+	m := newTestMachine(t, 1)
+	rec := &recorder{base: 0x40}
+	require.NoError(t, m.PIO().Register(0x40, 0x22, rec))
+	out := &recorder{base: 0x10}
+	require.NoError(t, m.PIO().Register(0x10, 1, out))
+	load(t, m, cat(
+		movDX(0x61), inAL, movDX(0x10), outAL,
+		movDX(0x43), movAL(0x34), outAL, // PIT channel 0 mode 2
+		done,
+	))
+	require.NoError(t, run(t, m))
+	require.Empty(t, rec.accesses(), "PIT and speaker ports reached userspace")
+	require.Len(t, out.accesses(), 1)
+}
