@@ -82,10 +82,10 @@ type Bus struct {
 	pio, mmio *bus.Bus
 	log       *slog.Logger
 
-	mu              sync.Mutex
-	slots           [NumSlots]*function
+	mu               sync.Mutex
+	slots            [NumSlots]*function
 	io, mem32, mem64 allocator
-	mem64In32       bool
+	mem64In32        bool
 }
 
 // NewBus creates bus 0 with the host bridge at 00:00.0.

@@ -184,7 +184,7 @@ type Header struct {
 	Revision           uint8
 	// Class is the 24-bit class code: base class << 16 | subclass << 8 |
 	// programming interface (e.g. 0x020000 for an Ethernet controller).
-	Class                         uint32
+	Class                          uint32
 	SubsystemVendorID, SubsystemID uint16
 	// InterruptPin is 0 (no INTx) or 1..4 for INTA#..INTD#.
 	InterruptPin uint8
