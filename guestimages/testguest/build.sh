@@ -22,7 +22,7 @@ CFLAGS="-ffreestanding -nostdlib -static -fno-pic -no-pie -mno-red-zone \
 -fno-common -ffile-prefix-map=$SRC=. \
 -Wall -Wextra -Werror"
 
-OBJS="entry.o main.o uart.o printf.o pci.o cmdline.o power.o trap.o mem.o"
+OBJS="entry.o main.o uart.o printf.o pci.o cmdline.o power.o trap.o mem.o paging.o"
 
 TMP=$(mktemp -d "$OUT/.testguest-build.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT

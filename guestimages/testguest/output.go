@@ -38,6 +38,8 @@ type Output struct {
 	PCI []PCIFunction
 	// ScannedFunctions is the count from the "pciscan" line, -1 without one.
 	ScannedFunctions int
+	// MemProbes are the results of memprobe= options.
+	MemProbes []MemProbe
 	// Traps are the CPU exceptions the guest reported.
 	Traps []Trap
 	// Failures are "... failed" and "... unusable" style lines, verbatim.
@@ -160,6 +162,13 @@ func (f *PCIFunction) Cap(id uint8) *Capability {
 	return nil
 }
 
+// MemProbe is a "memprobe" line: the guest mapped Addr, wrote a pattern there
+// and read it back. Result is "ok", "mismatch" or "unmapped".
+type MemProbe struct {
+	Addr   uint64
+	Result string
+}
+
 // Trap is a CPU exception the guest reported before halting.
 type Trap struct {
 	Vector, Error, RIP, CR2 uint64
@@ -279,6 +288,20 @@ func (o *Output) parseLine(line string) error {
 			var n uint64
 			n, err = parseNum(kv, "functions", 10, 16)
 			o.ScannedFunctions = int(n)
+		}
+	case "memprobe":
+		var kv map[string]string
+		kv, err = parseKV(strings.Fields(rest))
+		if err == nil {
+			var addr uint64
+			addr, err = parseNum(kv, "addr", 16, 64)
+			res := kv["result"]
+			if err == nil && res != "ok" && res != "mismatch" && res != "unmapped" {
+				err = fmt.Errorf("%w: memprobe result %q", ErrMalformed, res)
+			}
+			if err == nil {
+				o.MemProbes = append(o.MemProbes, MemProbe{Addr: addr, Result: res})
+			}
 		}
 	case "elapsed":
 		var kv map[string]string

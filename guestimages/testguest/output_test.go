@@ -82,6 +82,8 @@ func TestParseOutputTrapAndFailures(t *testing.T) {
 	out, err := ParseOutput([]byte("\nrscvm-testguest: start\n" +
 		"start_info addr=0x0 unusable\n" +
 		"cmdline \"\"\n" +
+		"memprobe addr=0x100000000 result=ok\n" +
+		"memprobe addr=0x800000000000 result=unmapped\n" +
 		"trap vector=14 error=0x2 rip=0x100123 cs=0x8 rflags=0x10046 rsp=0x10ff00 cr2=0xdead000\n" +
 		"rscvm-testguest: halted\n"))
 	require.NoError(t, err)
@@ -93,6 +95,7 @@ func TestParseOutputTrapAndFailures(t *testing.T) {
 	require.Equal(t, []Trap{{Vector: 14, Error: 2, RIP: 0x100123, CR2: 0xdead000}}, out.Traps)
 	require.Equal(t, -1, out.ScannedFunctions)
 	require.Empty(t, out.Cmdline)
+	require.Equal(t, []MemProbe{{0x100000000, "ok"}, {0x800000000000, "unmapped"}}, out.MemProbes)
 }
 
 func TestParseOutputIgnoresForeignLines(t *testing.T) {
@@ -119,6 +122,8 @@ func TestParseOutputRejectsMalformed(t *testing.T) {
 		"pciscan bus=00",
 		"trap vector=14",
 		"elapsed us=-1",
+		"memprobe addr=0x1000 result=maybe",
+		"memprobe result=ok",
 	} {
 		_, err := ParseOutput([]byte(line + "\n"))
 		require.ErrorIs(t, err, ErrMalformed, line)

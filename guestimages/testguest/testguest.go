@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 )
 
 //go:embed build.sh src
@@ -88,6 +89,8 @@ const QEMUBinary = "qemu-system-x86_64"
 type QEMUOptions struct {
 	// Accel is the accelerator: "tcg" (the default) or "kvm".
 	Accel string
+	// MemoryMiB is the RAM size (-m); 0 means 128.
+	MemoryMiB int
 	// Cmdline is the guest command line (-append).
 	Cmdline string
 	// Extra arguments are appended (devices, netdevs, ...).
@@ -95,17 +98,21 @@ type QEMUOptions struct {
 }
 
 // QEMUArgs returns the QEMU command line (without the binary) that boots elf
-// through PVH on a pc machine with 128 MiB, no default devices, COM1 on stdout
+// through PVH on a pc machine (128 MiB unless set), no default devices, COM1 on stdout
 // and no monitor.
 func QEMUArgs(elf string, opts QEMUOptions) []string {
 	accel := opts.Accel
 	if accel == "" {
 		accel = "tcg"
 	}
+	mem := opts.MemoryMiB
+	if mem <= 0 {
+		mem = 128
+	}
 	args := []string{
 		"-accel", accel,
 		"-M", "pc",
-		"-m", "128",
+		"-m", strconv.Itoa(mem),
 		"-nodefaults",
 		"-no-reboot",
 		"-display", "none",

@@ -313,6 +313,20 @@ func runGuest(t *testing.T, cmdline string, extra ...string) *Output {
 
 func runGuestWith(t *testing.T, timeout time.Duration, opts QEMUOptions) *Output {
 	t.Helper()
+	out := runGuestRaw(t, timeout, opts)
+	require.True(t, out.Done, "done line")
+	require.Empty(t, out.Traps)
+	require.Empty(t, out.Failures)
+	require.False(t, out.Halted)
+	require.GreaterOrEqual(t, out.ElapsedMicros, int64(0), "elapsed line")
+	t.Logf("guest start-to-done: %d us", out.ElapsedMicros)
+	return out
+}
+
+// runGuestRaw runs the guest, requires a clean QEMU exit and the start line, and
+// returns the parsed output.
+func runGuestRaw(t *testing.T, timeout time.Duration, opts QEMUOptions) *Output {
+	t.Helper()
 	elfPath := guestELF(t)
 	qemuAvailable(t)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -328,12 +342,6 @@ func runGuestWith(t *testing.T, timeout time.Duration, opts QEMUOptions) *Output
 	out, err := ParseOutput(serial)
 	require.NoError(t, err)
 	require.True(t, out.Started, "start line")
-	require.True(t, out.Done, "done line")
-	require.Empty(t, out.Traps)
-	require.Empty(t, out.Failures)
-	require.False(t, out.Halted)
-	require.GreaterOrEqual(t, out.ElapsedMicros, int64(0), "elapsed line")
-	t.Logf("guest start-to-done: %d us", out.ElapsedMicros)
 	return out
 }
 
@@ -443,6 +451,63 @@ func TestQEMUCommandLineOptions(t *testing.T) {
 	v, ok := out.Option("pci")
 	require.True(t, ok)
 	require.Equal(t, "0", v)
+}
+
+// TestQEMUHighMemory checks the on-demand page tables: RAM above 4 GiB (pc puts
+// what does not fit below 3 GiB at 4 GiB) is reachable, memory beyond RAM is not
+// RAM, and addresses that cannot be identity-mapped are refused.
+func TestQEMUHighMemory(t *testing.T) {
+	for _, tc := range []struct {
+		addr   uint64
+		result string
+	}{
+		{0x100000000, "ok"},        // first byte of RAM above 4 GiB
+		{0x15ffffff8, "ok"},        // last 8 bytes of it (4.5 GiB guest: 1.5 GiB high)
+		{0x160000000, "mismatch"},  // just past RAM
+		{0x8000000000, "mismatch"}, // 512 GiB: second PML4 entry, nothing there
+		{0x800000000000, "unmapped"},
+	} {
+		out := runGuestWith(t, 60*time.Second, QEMUOptions{
+			MemoryMiB: 4608,
+			Cmdline:   "pci=0 memprobe=0x" + strconv.FormatUint(tc.addr, 16),
+		})
+		require.Equal(t, []MemProbe{{tc.addr, tc.result}}, out.MemProbes)
+		var high bool
+		for _, e := range out.Memmap {
+			high = high || (e.Type == 1 && e.Addr == 0x100000000 && e.Size == 0x60000000)
+		}
+		require.True(t, high, "memory map shows 1.5 GiB of RAM at 4 GiB")
+	}
+}
+
+func TestQEMUReset(t *testing.T) {
+	// -no-reboot turns the guest's 0xCF9 reset into a clean QEMU exit.
+	out := runGuest(t, "end=reset pci=0")
+	v, _ := out.Option("end")
+	require.Equal(t, "reset", v)
+}
+
+func TestQEMUTraps(t *testing.T) {
+	for _, tc := range []struct {
+		fault                string
+		vector, errCode, cr2 uint64
+	}{
+		{"ud", 6, 0, 0},
+		{"pf", 14, 0, 0x10000000000}, // not-present read from kernel mode
+	} {
+		out := runGuestRaw(t, 60*time.Second, QEMUOptions{Cmdline: "pci=0 memmap=0 fault=" + tc.fault})
+		require.False(t, out.Done, tc.fault)
+		require.True(t, out.Halted, tc.fault)
+		require.Len(t, out.Traps, 1, tc.fault)
+		tr := out.Traps[0]
+		require.Equal(t, tc.vector, tr.Vector, tc.fault)
+		require.Equal(t, tc.errCode, tr.Error, tc.fault)
+		require.GreaterOrEqual(t, tr.RIP, uint64(0x100000), tc.fault)
+		if tc.vector == 14 {
+			require.Equal(t, tc.cr2, tr.CR2, tc.fault)
+		}
+		require.Empty(t, out.Failures, "power-off after the trap")
+	}
 }
 
 // TestQEMUKVM boots the guest under QEMU with -accel kvm: on this project's

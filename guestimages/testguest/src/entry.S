@@ -3,7 +3,7 @@
  *
  * The loader (QEMU's pvh.bin or rscvm) jumps to pvh_start in 32-bit protected
  * mode, paging off, with EBX = physical address of struct hvm_start_info. We
- * zero .bss, identity-map the first 4 GiB with 2 MiB pages (0xC0000000 and up,
+ * zero .bss (not .noinit), identity-map the first 4 GiB with 2 MiB pages (0xC0000000 and up,
  * the PCI hole, with PCD|PWT), enter long mode and call main(start_info).
  *
  * Kept small on purpose: under the emulated KVM every instruction costs ~750 ns.
@@ -193,10 +193,15 @@ gdt_desc:
 	.p2align 2
 	.long	pvh_start
 
+	/* PML4 and PDPT must start zeroed (.bss); the PDs are written in full. */
 	.section .bss.pagetables, "aw", @nobits
 	.p2align 12
+	.globl	pml4
 pml4:	.skip	0x1000
 pdpt:	.skip	0x1000
+
+	.section .noinit, "aw", @nobits
+	.p2align 12
 pd:	.skip	0x4000
 
 	.section .note.GNU-stack, "", @progbits

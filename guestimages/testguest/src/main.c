@@ -9,15 +9,20 @@
  *   pci=0        skip the PCI scan
  *   caps=0       do not print capability lines
  *   memmap=0     do not print the PVH memory map
+ *   memprobe=A   map physical address A (identity, write-back, may be above
+ *                4 GiB), write a pattern to the 8 bytes there and read it back
  *   end=poweroff (default) ACPI S5 via port 0x604
  *   end=halt     cli; hlt forever after the done line
  *   end=reset    reset through port 0xCF9
+ *   fault=ud     execute ud2 (#UD, vector 6) after the scan: tests trap reporting
+ *   fault=pf     read unmapped address 1 TiB (#PF, vector 14, cr2=0x10000000000)
  */
 #include <stdint.h>
 
 #include "cmdline.h"
 #include "io.h"
 #include "mem.h"
+#include "paging.h"
 #include "pci.h"
 #include "power.h"
 #include "printf.h"
@@ -89,6 +94,23 @@ static void load_cmdline(const struct hvm_start_info *si, int si_ok)
 	}
 }
 
+/* memprobe=ADDR: prove RAM (or the page-table code) at an address above 4 GiB. */
+static void memprobe(uint64_t addr)
+{
+	addr &= ~7ull;
+	volatile uint64_t *p = map_identity_wb(addr, 8);
+	if (!p) {
+		kprintf("memprobe addr=0x%lx result=unmapped\n", addr);
+		return;
+	}
+	uint64_t pattern = 0x5a5aa5a5c3c33c3cull ^ addr;
+	uint64_t old = *p;
+	*p = pattern;
+	uint64_t got = *p;
+	*p = old;
+	kprintf("memprobe addr=0x%lx result=%s\n", addr, got == pattern ? "ok" : "mismatch");
+}
+
 struct scan_ctx {
 	int caps;
 };
@@ -115,12 +137,22 @@ void main(const struct hvm_start_info *si)
 	if (si_ok && cmdline_get_u64("memmap", 1))
 		print_memmap(si);
 
+	uint64_t probe = cmdline_get_u64("memprobe", 0);
+	if (probe)
+		memprobe(probe);
+
 	if (cmdline_get_u64("pci", 1)) {
 		struct scan_ctx ctx = { .caps = cmdline_get_u64("caps", 1) != 0 };
 		int n = pci_scan_bus(0, visit, &ctx);
 
 		kprintf("pciscan bus=00 functions=%d\n", n);
 	}
+
+	const char *fault = cmdline_get("fault", "");
+	if (strcmp(fault, "ud") == 0)
+		__asm__ volatile("ud2");
+	if (strcmp(fault, "pf") == 0)
+		(void)*(volatile uint64_t *)(uintptr_t)0x10000000000ull;
 
 	/* PM timer ticks modulo 2^24 (QEMU's width): exact below ~4.6 s. */
 	uint32_t ticks = (pm_timer_read() - t0) & 0xffffff;

@@ -13,8 +13,8 @@
 /* Reads the 32-bit ACPI PM timer. */
 uint32_t pm_timer_read(void);
 /*
- * Busy-waits about us microseconds (us < 4,000,000) on the PM timer; gives up after a bounded
- * number of rounds (a few seconds at most) when the timer does not tick.
+ * Busy-waits about us microseconds (us < 4,000,000) on the PM timer; ends
+ * early (after ~150 ms at emulated-KVM speed) when the timer does not move.
  */
 void pm_timer_delay_us(uint32_t us);
 

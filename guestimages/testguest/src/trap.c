@@ -2,6 +2,7 @@
 #include <stdint.h>
 
 #include "io.h"
+#include "power.h"
 #include "printf.h"
 #include "trap.h"
 
@@ -56,5 +57,8 @@ void trap_handler(struct trap_frame *tf)
 	kprintf("trap vector=%lu error=0x%lx rip=0x%lx cs=0x%lx rflags=0x%lx rsp=0x%lx cr2=0x%lx\n",
 		tf->vector, tf->error, tf->rip, tf->cs, tf->rflags, tf->rsp, cr2);
 	kprintf("rscvm-testguest: halted\n");
+	/* Power off so the VMM exits promptly; halt if that does not work. */
+	acpi_poweroff();
+	kprintf("poweroff failed\n");
 	halt_forever();
 }

@@ -15,7 +15,10 @@ struct trap_frame {
 	uint64_t ss;
 };
 
-/* Installs an IDT whose 32 exception vectors print a "trap ..." line and halt. */
+/*
+ * Installs an IDT whose 32 exception vectors print a "trap ..." line and the
+ * halted line, then power off (or halt if power-off fails).
+ */
 void trap_init(void);
 /* Called by the stubs; never returns. */
 void trap_handler(struct trap_frame *tf) __attribute__((noreturn));
