@@ -179,21 +179,21 @@ func (q *Queue) addBuf(c *Chain, addr uint64, n uint32, write bool) error {
 	if s, err := q.mem.Slice(addr, uint64(n)); err == nil {
 		return q.appendBuf(c, s, write)
 	}
-	left := uint64(n)
+	left, at := uint64(n), addr
 	for left > 0 {
-		r, ok := regionAt(q.mem, addr)
+		r, ok := regionAt(q.mem, at)
 		if !ok {
 			return fmt.Errorf("buffer [%#x,+%#x): %w", addr, n, ErrBufferAddress)
 		}
-		k := min(left, r.End()-addr)
-		s, err := q.mem.Slice(addr, k)
+		k := min(left, r.End()-at)
+		s, err := q.mem.Slice(at, k)
 		if err != nil {
 			return fmt.Errorf("buffer [%#x,+%#x): %w", addr, n, ErrBufferAddress)
 		}
 		if err := q.appendBuf(c, s, write); err != nil {
 			return err
 		}
-		addr += k
+		at += k
 		left -= k
 	}
 	return nil
