@@ -287,13 +287,13 @@ func fuzzSeeds() ([][]byte, error) {
 		return d.PostHead(0)
 	}
 	seeds := []seed{
-		{2, 0, direct},     // size 4
-		{3, 1, direct},     // size 8, EVENT_IDX
-		{3, 0, indirect},   // size 8
-		{4, 5, indirect},   // size 16, EVENT_IDX, 4 segments
-		{2, 2, spanning},   // NOTIFY_ON_EMPTY
-		{2, 0, loop},       //
-		{3, 1, many},       //
+		{2, 0, direct},   // size 4
+		{3, 1, direct},   // size 8, EVENT_IDX
+		{3, 0, indirect}, // size 8
+		{4, 5, indirect}, // size 16, EVENT_IDX, 4 segments
+		{2, 2, spanning}, // NOTIFY_ON_EMPTY
+		{2, 0, loop},     //
+		{3, 1, many},     //
 		{2, 0, nestedIndirect},
 		{0x83, 0, indirect}, // raw size 3: refused
 	}
