@@ -30,6 +30,7 @@ const (
 	offRelocatable     = 0x234
 	offXLoadflags      = 0x236
 	offCmdlineSize     = 0x238
+	offSetupData       = 0x250
 	offPrefAddress     = 0x258
 	offInitSize        = 0x260
 
@@ -209,6 +210,11 @@ func LoadBzImage(mem *memory.Memory, kernel []byte, initrd []byte, cmdline strin
 	le.PutUint32(zp[offCmdLinePtr:], CmdlineAddr)
 	le.PutUint32(zp[offRamdiskImage:], uint32(rdAddr))
 	le.PutUint32(zp[offRamdiskSize:], uint32(len(initrd)))
+	// No setup_data chain: whatever the file holds there is not a pointer
+	// into this guest's memory.
+	if h.HeaderEnd >= offSetupData+8 {
+		le.PutUint64(zp[offSetupData:], 0)
+	}
 	if h.Version >= 0x020E {
 		le.PutUint64(zp[bpAcpiRsdpAddr:], RSDPAddr)
 	}

@@ -47,7 +47,7 @@ func TestBzImageZeroPage(t *testing.T) {
 			for _, off := range []int{offTypeOfLoader, offLoadflags, offRamdiskImage, offRamdiskImage + 1,
 				offRamdiskImage + 2, offRamdiskImage + 3, offRamdiskSize, offRamdiskSize + 1, offRamdiskSize + 2,
 				offRamdiskSize + 3, offHeapEndPtr, offHeapEndPtr + 1, offCmdLinePtr, offCmdLinePtr + 1,
-				offCmdLinePtr + 2, offCmdLinePtr + 3} {
+				offCmdLinePtr + 2, offCmdLinePtr + 3, offSetupData, offSetupData + 1, offSetupData + 2, offSetupData + 3} {
 				want[off-hdrStartOff] = got[off-hdrStartOff]
 			}
 			require.Equal(t, want, got)
@@ -61,6 +61,7 @@ func TestBzImageZeroPage(t *testing.T) {
 			require.Equal(t, uint32(c.wantInitrd), le.Uint32(zp[offRamdiskImage:]))
 			require.Equal(t, uint32(c.initrdSize), le.Uint32(zp[offRamdiskSize:]))
 			require.Equal(t, uint64(0xE0000), le.Uint64(zp[bpAcpiRsdpAddr:]))
+			require.Zero(t, le.Uint64(zp[offSetupData:]), "setup_data")
 			require.Equal(t, byte(0), zp[0x1EF], "sentinel")
 			require.Equal(t, make([]byte, hdrStartOff-bpE820Entries-1), zp[bpE820Entries+1:hdrStartOff])
 

@@ -102,7 +102,7 @@ func fakeBzImage(o bzOpts) []byte {
 	}
 	le.PutUint16(b[offXLoadflags:], 0x3)
 	le.PutUint32(b[offCmdlineSize:], o.cmdlineSize)
-	le.PutUint64(b[0x250:], 0) // setup_data
+	le.PutUint64(b[offSetupData:], 0x12345678) // bogus setup_data: the loader clears it
 	le.PutUint64(b[offPrefAddress:], o.prefAddress)
 	le.PutUint32(b[offInitSize:], o.initSize)
 	for i := (sects + 1) * 512; i < len(b); i++ {
