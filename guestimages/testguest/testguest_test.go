@@ -416,7 +416,7 @@ func TestQEMUVirtioNet(t *testing.T) {
 	msix := nic.Cap(0x11)
 	require.NotNil(t, msix, "MSI-X capability")
 	require.Equal(t, "msix", msix.Kind)
-	require.Equal(t, "4", msix.Attrs["size"], "queues*2+1 vectors... QEMU default 3 + config")
+	require.Equal(t, "4", msix.Attrs["size"], "QEMU default: 2 queue vectors + control queue + config")
 	require.Equal(t, "bar1+0x0", msix.Attrs["table"])
 	require.Equal(t, "bar1+0x800", msix.Attrs["pba"])
 
