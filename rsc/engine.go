@@ -1,0 +1,899 @@
+package rsc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"time"
+
+	"github.com/rscvm/rscvm/net/header"
+)
+
+const (
+	// DefaultMaxFlows is the flow-table size used when Config.MaxFlows is 0.
+	DefaultMaxFlows = 64
+	// MaxFlowsLimit is the largest accepted Config.MaxFlows.
+	MaxFlowsLimit = 4096
+	// MaxIPDatagram is the largest IP datagram (IPv4 total length, IPv6 fixed
+	// header plus payload length) a coalesced packet may have.
+	MaxIPDatagram = 65535
+	// maxL2 is the largest Ethernet header the engine coalesces (one tag).
+	maxL2 = header.EthernetMinSize + header.VLANTagSize
+	// BufferSize is the per-flow buffer size: the largest frame a pending
+	// packet can hold.
+	BufferSize = maxL2 + MaxIPDatagram
+)
+
+// Config selects the engine's behaviour. The zero value coalesces nothing.
+type Config struct {
+	// IPv4 and IPv6 enable coalescing per family (RSC_EXT ∧ GUEST_TSO4/6 ∧
+	// the current guest offloads). Frames of a disabled family pass through.
+	IPv4, IPv6 bool
+	// Interval is the maximum time a segment may wait in a pending packet
+	// (QEMU's rsc_interval). 0 disables the timer; pending packets are then
+	// flushed at every EndBatch regardless of FlushAtBatchEnd.
+	Interval time.Duration
+	// FlushAtBatchEnd flushes every pending packet at EndBatch.
+	FlushAtBatchEnd bool
+	// MaxFlows bounds the number of pending packets (flows) per engine;
+	// 0 means DefaultMaxFlows. Values above MaxFlowsLimit are clamped.
+	MaxFlows int
+	// MaxFrame bounds the Ethernet frame length (header plus IP datagram) of a
+	// coalesced packet, e.g. the guest's receive buffer size without
+	// MRG_RXBUF. 0 or values ≥ BufferSize mean no bound beyond MaxIPDatagram.
+	MaxFrame int
+	// GSOMode emits standard GSO headers (NEEDS_CSUM, csum_start/offset)
+	// without RSC_INFO, for guests that did not negotiate RSC_EXT.
+	GSOMode bool
+	// GuestECN allows a CWR segment to start a coalesced packet, which is then
+	// marked VIRTIO_NET_HDR_GSO_ECN (VIRTIO_NET_F_GUEST_ECN negotiated).
+	GuestECN bool
+	// CompatChecksum emits RSC_INFO without NEEDS_CSUM and a full TCP
+	// checksum, like QEMU's packets minus its defects (ignored in GSOMode).
+	CompatChecksum bool
+	// Timestamps allows coalescing of segments whose only TCP option is a
+	// timestamp, when the option block is byte-identical to the first
+	// segment's (virtio cannot report a timestamp delta).
+	Timestamps bool
+}
+
+// Frame is one received Ethernet frame with the virtio-net header the TAP
+// attached to it. The engine copies what it keeps; Data may be reused after
+// Input returns.
+type Frame struct {
+	Hdr  header.VirtioNetHdr
+	Data []byte
+}
+
+// Sink receives finished packets. Deliver must copy frame before returning
+// (the engine reuses the buffer) and returns false if the guest has no room
+// (receive ring full), in which case the engine keeps the packet and retries
+// later. hdr.NumBuffers is left for the device to fill.
+type Sink interface {
+	Deliver(hdr header.VirtioNetHdr, frame []byte) bool
+}
+
+// SinkFunc adapts a function to the Sink interface.
+type SinkFunc func(hdr header.VirtioNetHdr, frame []byte) bool
+
+// Deliver calls f.
+func (f SinkFunc) Deliver(hdr header.VirtioNetHdr, frame []byte) bool { return f(hdr, frame) }
+
+// flowKey identifies a TCP flow: addresses, ports, family and VLAN ID.
+type flowKey struct {
+	addr  [4]uint64 // IPv4: addr[0] = src<<32 | dst
+	ports uint32
+	meta  uint32 // bit 16: IPv6, bit 15: tagged, bits 0-11: VLAN ID
+}
+
+const (
+	metaIPv6   = 1 << 16
+	metaTagged = 1 << 15
+)
+
+// flow is a pending coalesced packet (an SCU) in a table slot.
+type flow struct {
+	key        flowKey
+	hash       uint32
+	prev, next int32 // FIFO by birth, oldest first
+	born       time.Duration
+
+	buf     []byte // BufferSize bytes
+	n       int    // bytes of buf in use
+	origLen int    // length of the first frame as received
+	hdr     header.VirtioNetHdr
+	merged  bool // buf was trimmed and headers must be rewritten on flush
+
+	l2, l3, l4 int
+	ipLen      int // l3 + l4 + payload
+	segs       int // data segments
+	payload    int
+	mss        int
+
+	nxt, ack uint32
+	win      uint16
+	flags    uint8 // first segment's flags, PSH ORed in
+	ttl      uint8 // minimum TTL / hop limit
+	tos      uint8 // IPv4 TOS / IPv6 traffic class
+	v6       bool
+	df       bool
+	label    uint32
+}
+
+// class says how a frame relates to the flow table.
+type class uint8
+
+const (
+	classOther    class = iota // not TCP of an enabled family: pass through, no flush
+	classAddrOnly              // TCP (possibly) but ports unknown: flush flows of the address pair
+	classFlow                  // flow key known
+)
+
+// packet is the parse result of one frame.
+type packet struct {
+	class  class
+	reason reason // non-zero: cannot be coalesced
+	key    flowKey
+	v6     bool
+	pure   bool // no payload (pure ACK candidate)
+	l2, l3 int
+	l4     int
+	ipLen  int
+	pay    int
+	seq    uint32
+	ack    uint32
+	win    uint16
+	flags  uint8
+	ttl    uint8
+	tos    uint8
+	df     bool
+	label  uint32
+}
+
+// Engine coalesces the frames of one receive queue. See the package comment.
+type Engine struct {
+	cfg      Config
+	sink     Sink
+	maxFrame int
+
+	flows []flow
+	free  []int32
+	index []int32 // open addressing, slot+1, 0 = empty
+	mask  uint32
+	seed  uint64
+	head  int32
+	tail  int32
+	n     int
+
+	pkt packet
+	st  counters
+}
+
+// New returns an engine for one receive queue delivering to sink. It
+// preallocates MaxFlows buffers of BufferSize bytes.
+func New(cfg Config, sink Sink) *Engine {
+	e := &Engine{sink: sink, seed: 0x9e3779b97f4a7c15}
+	e.apply(cfg)
+	return e
+}
+
+func normalize(cfg Config) Config {
+	if cfg.MaxFlows <= 0 {
+		cfg.MaxFlows = DefaultMaxFlows
+	}
+	cfg.MaxFlows = min(cfg.MaxFlows, MaxFlowsLimit)
+	cfg.Interval = max(cfg.Interval, 0)
+	if cfg.MaxFrame <= 0 || cfg.MaxFrame > BufferSize {
+		cfg.MaxFrame = BufferSize
+	}
+	return cfg
+}
+
+func (e *Engine) apply(cfg Config) {
+	cfg = normalize(cfg)
+	if len(e.flows) != cfg.MaxFlows {
+		e.flows = make([]flow, cfg.MaxFlows)
+		mem := make([]byte, cfg.MaxFlows*BufferSize)
+		for i := range e.flows {
+			e.flows[i].buf = mem[i*BufferSize : (i+1)*BufferSize : (i+1)*BufferSize]
+		}
+		size := 4
+		for size < 4*cfg.MaxFlows {
+			size <<= 1
+		}
+		e.index = make([]int32, size)
+		e.mask = uint32(size - 1)
+		e.free = make([]int32, 0, cfg.MaxFlows)
+	}
+	e.cfg = cfg
+	e.maxFrame = cfg.MaxFrame
+	e.clear()
+}
+
+// clear empties the table without delivering anything.
+func (e *Engine) clear() {
+	clear(e.index)
+	e.free = e.free[:0]
+	for i := len(e.flows) - 1; i >= 0; i-- {
+		e.free = append(e.free, int32(i))
+	}
+	e.head, e.tail, e.n = -1, -1, 0
+}
+
+// Config returns the active configuration (normalized).
+func (e *Engine) Config() Config { return e.cfg }
+
+// SetConfig flushes every pending packet under the old configuration and
+// then applies cfg (offload change, RSC enable/disable, buffer-size change).
+// It returns false, leaving the old configuration active, if the sink
+// refused a packet; call it again after the guest posted buffers.
+func (e *Engine) SetConfig(cfg Config) bool {
+	if !e.FlushAll() {
+		return false
+	}
+	e.apply(cfg)
+	return true
+}
+
+// Reset discards all pending packets without delivering them (device
+// reset): nothing from before the reset reaches the guest afterwards.
+func (e *Engine) Reset() {
+	e.st.discarded += uint64(e.n)
+	e.clear()
+}
+
+// Pending returns the number of pending (not yet delivered) packets.
+func (e *Engine) Pending() int { return e.n }
+
+// NextDeadline returns when the oldest pending packet reaches Interval, if
+// the timer is enabled and a packet is pending.
+func (e *Engine) NextDeadline() (time.Duration, bool) {
+	if e.n == 0 || e.cfg.Interval <= 0 {
+		return 0, false
+	}
+	return e.flows[e.head].born + e.cfg.Interval, true
+}
+
+// Tick flushes the packets whose oldest segment has waited Interval. It
+// returns false if the sink refused one (the rest stay pending).
+func (e *Engine) Tick(now time.Duration) bool {
+	if e.cfg.Interval <= 0 {
+		return true
+	}
+	for e.n > 0 && now-e.flows[e.head].born >= e.cfg.Interval {
+		if !e.flush(e.head) {
+			return false
+		}
+		e.st.timer++
+	}
+	return true
+}
+
+// EndBatch is called when the TAP has no more frames (EAGAIN) or a read
+// batch ends. It flushes everything if FlushAtBatchEnd is set or Interval is
+// 0, otherwise only expired packets. It returns false on back-pressure; the
+// caller retries after the guest's next kick before reading the TAP again.
+func (e *Engine) EndBatch(now time.Duration) bool {
+	if e.cfg.FlushAtBatchEnd || e.cfg.Interval <= 0 {
+		n := e.n
+		if !e.FlushAll() {
+			return false
+		}
+		e.st.batch += uint64(n)
+		return true
+	}
+	return e.Tick(now)
+}
+
+// FlushAll delivers every pending packet, oldest first. Call it before an
+// offload or feature change, link change or migration. It returns false if
+// the sink refused a packet (the rest stay pending).
+func (e *Engine) FlushAll() bool {
+	for e.n > 0 {
+		if !e.flush(e.head) {
+			return false
+		}
+	}
+	return true
+}
+
+// Input processes one frame at virtual time now. It returns false if the
+// frame was not accepted because the sink refused a packet (guest ring
+// full): the caller keeps the frame, stops reading the TAP and calls Input
+// again with the same frame after the guest posted buffers. When Input
+// returns true the frame was delivered, merged or cached.
+func (e *Engine) Input(now time.Duration, f Frame) bool {
+	if e.n > 0 && e.cfg.Interval > 0 && now-e.flows[e.head].born >= e.cfg.Interval {
+		if !e.Tick(now) {
+			return false
+		}
+	}
+	if !e.cfg.IPv4 && !e.cfg.IPv6 {
+		return e.passthrough(f, reasonNotIP)
+	}
+	p := &e.pkt
+	e.parse(&f, p)
+	switch p.class {
+	case classOther:
+		return e.passthrough(f, p.reason)
+	case classAddrOnly:
+		if !e.flushAddr(p.key) {
+			return false
+		}
+		return e.passthrough(f, p.reason)
+	}
+
+	slot := e.lookup(&p.key)
+	if p.reason != reasonNone {
+		return e.exception(slot, f, p.reason)
+	}
+	if p.pure {
+		if slot < 0 {
+			return e.passthrough(f, reasonPureACK)
+		}
+		fl := &e.flows[slot]
+		r := e.pureACKReason(fl, p, f.Data)
+		if r == reasonNone {
+			e.windowUpdate(fl, p)
+			return true
+		}
+		return e.exception(slot, f, r)
+	}
+	// A new pending packet must fit the buffer as received and leave room
+	// for at least one more segment; otherwise the segment goes alone.
+	cacheable := len(f.Data) <= BufferSize && p.l2+p.ipLen < e.maxFrame && p.ipLen < MaxIPDatagram
+	if slot >= 0 {
+		fl := &e.flows[slot]
+		r := e.mergeReason(fl, p, f.Data)
+		if r == reasonNone {
+			e.merge(fl, p, f.Data)
+			return true
+		}
+		if !cacheable {
+			return e.exception(slot, f, r)
+		}
+		// Exception: deliver what is pending, then resume coalescing with
+		// this segment (MS rules 7 and 8).
+		if !e.flush(slot) {
+			return false
+		}
+		e.st.reasons[r]++
+		if r != reasonOverSize {
+			e.st.aborts++
+		}
+	} else if !cacheable {
+		return e.passthrough(f, reasonTooLarge)
+	}
+	if e.n == len(e.flows) {
+		if !e.flush(e.head) {
+			return false
+		}
+		e.st.evictions++
+	}
+	e.start(now, p, &f)
+	return true
+}
+
+// passthrough delivers f unchanged and counts why it was not coalesced.
+func (e *Engine) passthrough(f Frame, r reason) bool {
+	if !e.sink.Deliver(f.Hdr, f.Data) {
+		e.st.ringFull++
+		return false
+	}
+	e.st.frames++
+	e.st.delivered++
+	e.st.passthrough++
+	e.st.reasons[r]++
+	return true
+}
+
+// exception flushes the flow's pending packet (if any) and delivers f alone.
+func (e *Engine) exception(slot int32, f Frame, r reason) bool {
+	if slot >= 0 {
+		if !e.flush(slot) {
+			return false
+		}
+		if r != reasonOverSize {
+			e.st.aborts++
+		}
+	}
+	return e.passthrough(f, r)
+}
+
+// parse classifies f into p with full bounds checks.
+func (e *Engine) parse(f *Frame, p *packet) {
+	*p = packet{}
+	b := f.Data
+	if len(b) < header.EthernetMinSize {
+		p.reason = reasonNotIP
+		return
+	}
+	et := binary.BigEndian.Uint16(b[12:14])
+	l2 := header.EthernetMinSize
+	if et == header.EtherTypeVLAN {
+		if len(b) < l2+header.VLANTagSize {
+			p.reason = reasonNotIP
+			return
+		}
+		p.key.meta = metaTagged | uint32(binary.BigEndian.Uint16(b[14:16])&0x0fff)
+		et = binary.BigEndian.Uint16(b[16:18])
+		l2 += header.VLANTagSize
+	}
+	p.l2 = l2
+	ipb := b[l2:]
+	switch {
+	case et == header.EtherTypeIPv4 && e.cfg.IPv4:
+		e.parseIPv4(f, ipb, p)
+	case et == header.EtherTypeIPv6 && e.cfg.IPv6:
+		e.parseIPv6(f, ipb, p)
+	default:
+		p.reason = reasonNotIP
+		return
+	}
+	if p.class != classFlow || p.reason != reasonNone {
+		return
+	}
+	e.parseTCP(f, p)
+}
+
+func (e *Engine) parseIPv4(f *Frame, ipb []byte, p *packet) {
+	if len(ipb) < header.IPv4MinSize || ipb[0]>>4 != header.IPv4Version {
+		p.reason = reasonIPHacked
+		return
+	}
+	ip := header.IPv4(ipb)
+	if ip.Protocol() != header.ProtocolTCP {
+		p.reason = reasonNotTCP
+		return
+	}
+	p.class = classAddrOnly
+	p.key.addr[0] = binary.BigEndian.Uint64(ipb[12:20])
+	hl := ip.HeaderLen()
+	ff := ip.FlagsFragment()
+	switch {
+	case ff&header.IPv4FragOffsetMask != 0:
+		p.reason = reasonIPFrag
+		return
+	case hl < header.IPv4MinSize || hl+4 > len(ipb):
+		p.reason = reasonIPHacked
+		return
+	}
+	p.class = classFlow
+	p.key.ports = binary.BigEndian.Uint32(ipb[hl : hl+4])
+	tl := int(ip.TotalLength())
+	switch {
+	case tl < hl+header.TCPMinSize || tl > len(ipb):
+		p.reason = reasonIPHacked
+	case hl != header.IPv4MinSize:
+		p.reason = reasonIPOption
+	case ff&header.IPv4FlagMF != 0:
+		p.reason = reasonIPFrag
+	case !ip.IsChecksumValid():
+		p.reason = reasonChecksum
+	}
+	p.l3 = hl
+	p.ipLen = tl
+	p.ttl = ip.TTL()
+	p.tos = ip.TOS()
+	p.df = ff&header.IPv4FlagDF != 0
+}
+
+func (e *Engine) parseIPv6(f *Frame, ipb []byte, p *packet) {
+	if len(ipb) < header.IPv6MinSize || ipb[0]>>4 != header.IPv6Version {
+		p.reason = reasonIPHacked
+		return
+	}
+	ip := header.IPv6(ipb)
+	nh := ip.NextHeader()
+	off := header.IPv6MinSize
+	if nh != header.ProtocolTCP {
+		if !header.IsIPv6ExtensionHeader(nh) {
+			p.reason = reasonNotTCP
+			return
+		}
+		proto, o, ok := ip.TransportHeader()
+		if ok && proto != header.ProtocolTCP {
+			p.reason = reasonNotTCP
+			return
+		}
+		p.reason = reasonIPOption
+		if !ok {
+			off = -1
+		} else {
+			off = o
+		}
+	}
+	p.v6 = true
+	p.key.meta |= metaIPv6
+	for i := range 4 {
+		p.key.addr[i] = binary.BigEndian.Uint64(ipb[8+8*i : 16+8*i])
+	}
+	p.class = classAddrOnly
+	if off < 0 || off+4 > len(ipb) {
+		if p.reason == reasonNone {
+			p.reason = reasonIPHacked
+		}
+		return
+	}
+	p.class = classFlow
+	p.key.ports = binary.BigEndian.Uint32(ipb[off : off+4])
+	if p.reason != reasonNone {
+		return
+	}
+	pl := int(ip.PayloadLength())
+	if pl < header.TCPMinSize || header.IPv6MinSize+pl > len(ipb) {
+		p.reason = reasonIPHacked
+		return
+	}
+	p.l3 = header.IPv6MinSize
+	p.ipLen = header.IPv6MinSize + pl
+	p.ttl = ip.HopLimit()
+	p.tos = ip.TrafficClass()
+	p.label = ip.FlowLabel()
+}
+
+// parseTCP checks the TCP header of a frame whose IP layer is coalescable.
+func (e *Engine) parseTCP(f *Frame, p *packet) {
+	seg := f.Data[p.l2+p.l3 : p.l2+p.ipLen]
+	tcp := header.TCP(seg)
+	l4 := tcp.DataOffset()
+	if l4 < header.TCPMinSize || l4 > len(seg) {
+		p.reason = reasonIPHacked
+		return
+	}
+	p.l4 = l4
+	p.pay = len(seg) - l4
+	p.pure = p.pay == 0
+	p.seq = tcp.Seq()
+	p.ack = tcp.Ack()
+	p.win = tcp.Window()
+	fl := tcp.Flags()
+	p.flags = fl
+	switch {
+	case fl&header.TCPFlagSYN != 0:
+		p.reason = reasonTCPSyn
+		return
+	case fl&(header.TCPFlagFIN|header.TCPFlagRST|header.TCPFlagURG) != 0 || fl&header.TCPFlagACK == 0:
+		p.reason = reasonTCPCtrl
+		return
+	case l4 != header.TCPMinSize && !(e.cfg.Timestamps && header.TCPOptionsTimestampOnly(seg[header.TCPMinSize:l4])):
+		p.reason = reasonTCPOption
+		return
+	case fl&header.TCPFlagCWR != 0 && !e.cfg.GuestECN:
+		p.reason = reasonTCPECN
+		return
+	case f.Hdr.GSOType != header.VirtioNetHdrGSONone ||
+		f.Hdr.Flags&^(header.VirtioNetHdrFNeedsCsum|header.VirtioNetHdrFDataValid) != 0:
+		p.reason = reasonHostGSO
+		return
+	}
+	switch {
+	case f.Hdr.Flags&header.VirtioNetHdrFDataValid != 0:
+	case f.Hdr.Flags&header.VirtioNetHdrFNeedsCsum != 0:
+		if int(f.Hdr.CsumStart) != p.l2+p.l3 || f.Hdr.CsumOffset != header.TCPChecksumOffset {
+			p.reason = reasonHostGSO
+		}
+	default:
+		ipb := f.Data[p.l2:]
+		var ps uint16
+		if p.v6 {
+			ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[8:24], ipb[24:40], uint32(len(seg)))
+		} else {
+			ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[12:16], ipb[16:20], uint32(len(seg)))
+		}
+		if header.Sum(seg, ps) != 0xffff {
+			p.reason = reasonChecksum
+		}
+	}
+}
+
+// consistent checks the per-packet invariants shared by data segments and
+// window updates: IP fields, ECE/CWR, TCP options and the Ethernet header.
+func (e *Engine) consistent(fl *flow, p *packet, data []byte) reason {
+	switch {
+	case p.flags&header.TCPFlagCWR != 0 || (p.flags^fl.flags)&header.TCPFlagECE != 0:
+		return reasonTCPECN
+	case (p.tos^fl.tos)&header.ECNMask != 0:
+		return reasonIPECN
+	case p.tos != fl.tos || p.df != fl.df || p.label != fl.label || p.l4 != fl.l4 || p.l2 != fl.l2:
+		return reasonMismatch
+	case !bytes.Equal(data[:p.l2], fl.buf[:fl.l2]):
+		return reasonMismatch
+	case p.l4 != header.TCPMinSize:
+		o := p.l2 + p.l3 + header.TCPMinSize
+		if !bytes.Equal(data[o:o+p.l4-header.TCPMinSize], fl.buf[o:o+fl.l4-header.TCPMinSize]) {
+			return reasonTimestamp
+		}
+	}
+	return reasonNone
+}
+
+// mergeReason returns why data segment p cannot be appended to fl, or
+// reasonNone.
+func (e *Engine) mergeReason(fl *flow, p *packet, data []byte) reason {
+	switch {
+	case p.seq != fl.nxt:
+		if header.SequenceLess(p.seq, fl.nxt) {
+			return reasonDataOutOfWin
+		}
+		return reasonDataOutOfOrder
+	case header.SequenceLess(p.ack, fl.ack):
+		return reasonAckOutOfWin
+	}
+	if r := e.consistent(fl, p, data); r != reasonNone {
+		return r
+	}
+	if fl.ipLen+p.pay > MaxIPDatagram || fl.l2+fl.ipLen+p.pay > e.maxFrame {
+		return reasonOverSize
+	}
+	return reasonNone
+}
+
+// pureACKReason returns reasonNone if pure ACK p is a window update that can
+// be absorbed into fl, else the reason it must be delivered alone.
+func (e *Engine) pureACKReason(fl *flow, p *packet, data []byte) reason {
+	switch {
+	case header.SequenceLess(p.ack, fl.ack):
+		return reasonAckOutOfWin
+	case p.ack != fl.ack:
+		return reasonPureACK
+	case p.seq != fl.nxt:
+		return reasonPureACK
+	case p.win == fl.win:
+		return reasonDupACK
+	case p.win < fl.win:
+		return reasonPureACK
+	}
+	return e.consistent(fl, p, data)
+}
+
+// ensureMerged trims the pending frame to its IP length before the first
+// modification.
+func (fl *flow) ensureMerged() {
+	if !fl.merged {
+		fl.merged = true
+		fl.n = fl.l2 + fl.ipLen
+	}
+}
+
+func (e *Engine) windowUpdate(fl *flow, p *packet) {
+	fl.ensureMerged()
+	fl.win = p.win
+	fl.flags |= p.flags & header.TCPFlagPSH
+	fl.ttl = min(fl.ttl, p.ttl)
+	e.st.frames++
+	e.st.winUpdate++
+}
+
+func (e *Engine) merge(fl *flow, p *packet, data []byte) {
+	fl.ensureMerged()
+	start := p.l2 + p.l3 + p.l4
+	n := copy(fl.buf[fl.n:], data[start:start+p.pay])
+	fl.n += n
+	fl.ipLen += n
+	fl.payload += n
+	fl.segs++
+	fl.mss = max(fl.mss, n)
+	fl.nxt += uint32(n)
+	fl.ack = p.ack
+	fl.win = p.win
+	fl.flags |= p.flags & header.TCPFlagPSH
+	fl.ttl = min(fl.ttl, p.ttl)
+	e.st.frames++
+	e.st.coalesced++
+}
+
+// start caches data segment p as a new pending packet.
+func (e *Engine) start(now time.Duration, p *packet, f *Frame) {
+	i := e.free[len(e.free)-1]
+	e.free = e.free[:len(e.free)-1]
+	fl := &e.flows[i]
+	fl.key = p.key
+	fl.hash = e.hashKey(&p.key)
+	fl.born = now
+	fl.n = copy(fl.buf, f.Data)
+	fl.origLen = fl.n
+	fl.hdr = f.Hdr
+	fl.merged = false
+	fl.l2, fl.l3, fl.l4 = p.l2, p.l3, p.l4
+	fl.ipLen = p.ipLen
+	fl.segs = 1
+	fl.payload = p.pay
+	fl.mss = p.pay
+	fl.nxt = p.seq + uint32(p.pay)
+	fl.ack = p.ack
+	fl.win = p.win
+	fl.flags = p.flags
+	fl.ttl = p.ttl
+	fl.tos = p.tos
+	fl.v6 = p.v6
+	fl.df = p.df
+	fl.label = p.label
+	e.insert(i)
+	if e.n == 0 {
+		e.st.emptyCache++
+	} else {
+		e.st.noMatchCache++
+	}
+	// Append to the FIFO.
+	fl.prev, fl.next = e.tail, -1
+	if e.tail >= 0 {
+		e.flows[e.tail].next = i
+	} else {
+		e.head = i
+	}
+	e.tail = i
+	e.n++
+	e.st.frames++
+	e.st.cache++
+}
+
+// flush delivers the pending packet in slot i and frees the slot. It
+// returns false, keeping the packet, if the sink refused it.
+func (e *Engine) flush(i int32) bool {
+	fl := &e.flows[i]
+	if !fl.merged {
+		if !e.sink.Deliver(fl.hdr, fl.buf[:fl.origLen]) {
+			e.st.ringFull++
+			return false
+		}
+		e.st.singles++
+	} else {
+		hdr := e.finalize(fl)
+		if !e.sink.Deliver(hdr, fl.buf[:fl.n]) {
+			e.st.ringFull++
+			return false
+		}
+		e.st.events++
+		e.st.segments += uint64(fl.segs)
+		e.st.bytes += uint64(fl.payload)
+	}
+	e.st.delivered++
+	e.remove(i)
+	return true
+}
+
+// finalize rewrites the headers of a merged packet and returns its
+// virtio-net header. It is idempotent (a refused delivery is retried).
+func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
+	b := fl.buf[:fl.n]
+	ipb := b[fl.l2:]
+	seg := ipb[fl.l3:]
+	tcp := header.TCP(seg)
+	tcp.SetAck(fl.ack)
+	tcp.SetWindow(fl.win)
+	tcp.SetFlags(fl.flags)
+	var ps uint16
+	gso := uint8(header.VirtioNetHdrGSOTCPv4)
+	if fl.v6 {
+		ip := header.IPv6(ipb)
+		ip.SetPayloadLength(uint16(fl.ipLen - header.IPv6MinSize))
+		ip.SetHopLimit(fl.ttl)
+		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[8:24], ipb[24:40], uint32(len(seg)))
+		gso = header.VirtioNetHdrGSOTCPv6
+	} else {
+		ip := header.IPv4(ipb)
+		ip.SetTotalLength(uint16(fl.ipLen))
+		ip.SetTTL(fl.ttl)
+		ip.UpdateChecksum()
+		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[12:16], ipb[16:20], uint32(len(seg)))
+	}
+	if fl.flags&header.TCPFlagCWR != 0 {
+		gso |= header.VirtioNetHdrGSOECN
+	}
+	h := header.VirtioNetHdr{
+		GSOType: gso,
+		HdrLen:  uint16(fl.l2 + fl.l3 + fl.l4),
+		GSOSize: uint16(fl.mss),
+	}
+	switch {
+	case e.cfg.GSOMode:
+		tcp.SetChecksum(ps)
+		h.Flags = header.VirtioNetHdrFNeedsCsum
+		h.CsumStart = uint16(fl.l2 + fl.l3)
+		h.CsumOffset = header.TCPChecksumOffset
+	case e.cfg.CompatChecksum:
+		tcp.SetChecksum(0)
+		tcp.SetChecksum(^header.Sum(seg, ps))
+		h.Flags = header.VirtioNetHdrFRSCInfo
+		h.CsumStart = uint16(fl.segs)
+	default:
+		tcp.SetChecksum(ps)
+		h.Flags = header.VirtioNetHdrFNeedsCsum | header.VirtioNetHdrFRSCInfo
+		h.CsumStart = uint16(fl.segs)
+	}
+	return h
+}
+
+// flushAddr flushes every pending packet whose addresses, family and VLAN
+// match k (ports ignored), oldest first.
+func (e *Engine) flushAddr(k flowKey) bool {
+	for i := e.head; i >= 0; {
+		fl := &e.flows[i]
+		next := fl.next
+		if fl.key.addr == k.addr && fl.key.meta == k.meta {
+			if !e.flush(i) {
+				return false
+			}
+			e.st.aborts++
+		}
+		i = next
+	}
+	return true
+}
+
+func (e *Engine) hashKey(k *flowKey) uint32 {
+	const m = 0xff51afd7ed558ccd
+	h := e.seed
+	h = (h ^ k.addr[0]) * m
+	h = (h ^ k.addr[1]) * m
+	h = (h ^ k.addr[2]) * m
+	h = (h ^ k.addr[3]) * m
+	h = (h ^ (uint64(k.ports) | uint64(k.meta)<<32)) * m
+	h ^= h >> 32
+	return uint32(h)
+}
+
+// lookup returns the slot holding key k, or -1.
+func (e *Engine) lookup(k *flowKey) int32 {
+	if e.n == 0 {
+		return -1
+	}
+	for pos := e.hashKey(k) & e.mask; ; pos = (pos + 1) & e.mask {
+		v := e.index[pos]
+		if v == 0 {
+			return -1
+		}
+		if e.flows[v-1].key == *k {
+			return v - 1
+		}
+	}
+}
+
+func (e *Engine) insert(i int32) {
+	pos := e.flows[i].hash & e.mask
+	for e.index[pos] != 0 {
+		pos = (pos + 1) & e.mask
+	}
+	e.index[pos] = i + 1
+}
+
+// remove unlinks slot i from the index and the FIFO and frees it.
+func (e *Engine) remove(i int32) {
+	fl := &e.flows[i]
+	pos := fl.hash & e.mask
+	for e.index[pos] != i+1 {
+		pos = (pos + 1) & e.mask
+	}
+	// Backward-shift deletion keeps probe sequences intact.
+	for {
+		e.index[pos] = 0
+		next := pos
+		for {
+			next = (next + 1) & e.mask
+			v := e.index[next]
+			if v == 0 {
+				goto unlinked
+			}
+			home := e.flows[v-1].hash & e.mask
+			// Move v into the hole if its home is not in (pos, next].
+			if (next-home)&e.mask >= (next-pos)&e.mask {
+				e.index[pos] = v
+				pos = next
+				break
+			}
+		}
+	}
+unlinked:
+	if fl.prev >= 0 {
+		e.flows[fl.prev].next = fl.next
+	} else {
+		e.head = fl.next
+	}
+	if fl.next >= 0 {
+		e.flows[fl.next].prev = fl.prev
+	} else {
+		e.tail = fl.prev
+	}
+	e.n--
+	e.free = append(e.free, i)
+}
