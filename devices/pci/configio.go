@@ -16,9 +16,14 @@ const (
 
 const (
 	addrEnable = 1 << 31
-	// addrMask keeps the enable bit, bus, device, function and dword
-	// register number; reserved bits and bits 1:0 read as zero.
-	addrMask = addrEnable | 0x00FFFFFC
+	// addrExt holds register bits 11:8 in AMD's extended configuration
+	// access scheme; this bus has no extended space, so such accesses hit
+	// nothing.
+	addrExt = 0x0F000000
+	// addrMask keeps the enable bit, the extended register bits, bus,
+	// device, function and dword register number; the remaining reserved
+	// bits and bits 1:0 read as zero.
+	addrMask = addrEnable | addrExt | 0x00FFFFFC
 )
 
 // ConfigIO is PCI configuration mechanism #1: a bus.Device for ports
@@ -53,8 +58,8 @@ func (c *ConfigIO) target(k, n int) (slot, fn, off int, ok bool) {
 		return 0, 0, 0, false
 	}
 	a := c.addr.Load()
-	if a&addrEnable == 0 || (a>>16)&0xFF != 0 {
-		return 0, 0, 0, false // disabled, or a bus other than 0
+	if a&addrEnable == 0 || (a>>16)&0xFF != 0 || a&addrExt != 0 {
+		return 0, 0, 0, false // disabled, a bus other than 0, or extended space
 	}
 	return int(a>>11) & 0x1F, int(a>>8) & 0x7, int(a&0xFC) + k, true
 }

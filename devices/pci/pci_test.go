@@ -122,7 +122,7 @@ func TestConfigMechanism(t *testing.T) {
 	require.Equal(t, uint32(0x80000000), binary.LittleEndian.Uint32(addr))
 	require.True(t, e.pio.Write(0xCF8, le32(0xFFFFFFFF)))
 	require.True(t, e.pio.Read(0xCF8, addr))
-	require.Equal(t, uint32(0x80FFFFFC), binary.LittleEndian.Uint32(addr), "reserved bits and bits 1:0 read as 0")
+	require.Equal(t, uint32(0x8FFFFFFC), binary.LittleEndian.Uint32(addr), "reserved bits and bits 1:0 read as 0")
 	b2 := make([]byte, 2)
 	require.True(t, e.pio.Read(0xCF8, b2))
 	require.Equal(t, []byte{0xFF, 0xFF}, b2, "CONFIG_ADDRESS decodes dword accesses only")
@@ -164,6 +164,9 @@ func TestConfigMechanism(t *testing.T) {
 	e.setAddr(1, 0, 0, 0)
 	require.True(t, e.pio.Read(0xCFC, b2))
 	require.Equal(t, []byte{0xFF, 0xFF}, b2, "bus 1")
+	require.True(t, e.pio.Write(0xCF8, le32(0x81000000))) // AMD ECS register 0x100 of 00:00.0
+	require.True(t, e.pio.Read(0xCFC, b2))
+	require.Equal(t, []byte{0xFF, 0xFF}, b2, "no extended configuration space")
 	e.write(5, RegCommand, 2, 0xFFFF) // no panic, no effect
 
 	// 0xCF9 is the reset control register.
