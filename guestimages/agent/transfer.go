@@ -58,14 +58,20 @@ func acceptSink(ctx context.Context, ln net.Listener) (transferResult, error) {
 	return transferResult{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// source connects to addr and sends n payload bytes, then half-closes and
-// waits for the peer to close.
+// source connects to addr and sends n payload bytes (see sendPayload).
 func source(ctx context.Context, addr string, n int64) (transferResult, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return transferResult{}, fmt.Errorf("connect: %w", err)
 	}
+	return sendPayload(ctx, c, n)
+}
+
+// sendPayload sends n payload bytes on c, half-closes it and waits for the
+// peer to close, so that all data is acknowledged before the agent powers
+// off. c is closed on return.
+func sendPayload(ctx context.Context, c net.Conn, n int64) (transferResult, error) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -82,8 +88,6 @@ func source(ctx context.Context, addr string, n int64) (transferResult, error) {
 		if err := tc.CloseWrite(); err != nil {
 			return transferResult{Bytes: sent}, fmt.Errorf("shutdown: %w", err)
 		}
-		// Wait for the peer to finish so that all data is acknowledged
-		// before the agent powers off.
 		_, _ = io.Copy(io.Discard, c)
 	}
 	return transferResult{Bytes: sent, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
