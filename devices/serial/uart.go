@@ -9,6 +9,11 @@
 // a THR write never blocks the vCPU on the host's output. Received bytes come
 // from Receive or from Pump, which copies an io.Reader into the RX FIFO and
 // waits (without dropping bytes) while the FIFO is full.
+//
+// The interrupt output follows the pending-interrupt state (IIR) like QEMU's
+// UART: MCR.OUT2, which gates the IRQ on real PC boards, is stored but does
+// not gate it. Character-timeout interrupts are reported immediately
+// instead of after four character times.
 package serial
 
 import (
