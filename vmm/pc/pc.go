@@ -89,7 +89,8 @@ func New(cfg Config) (p *PC, err error) {
 	if err := pm.Attach(m.PIO()); err != nil {
 		return p, err
 	}
-	if err := attachResetDevices(p, m); err != nil {
+	rc, err := attachLegacyDevices(m)
+	if err != nil {
 		return p, err
 	}
 
@@ -99,7 +100,7 @@ func New(cfg Config) (p *PC, err error) {
 	if err != nil {
 		return p, err
 	}
-	if err := pci.NewConfigIO(p.PCI, resetControl(m)).Attach(m.PIO()); err != nil {
+	if err := pci.NewConfigIO(p.PCI, rc).Attach(m.PIO()); err != nil {
 		return p, err
 	}
 	if err := acpi.Build(mem, acpi.Config{CPUs: cfg.CPUs, MMIO64Base: base64, MMIO64Size: size64}); err != nil {

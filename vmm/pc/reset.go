@@ -1,15 +1,23 @@
 package pc
 
-import "github.com/rscvm/rscvm/vmm"
+import (
+	"time"
 
-// attachResetDevices registers the i8042 (its 0xFE command pulses the reset
-// line). Filled in with package power's devices.
-func attachResetDevices(p *PC, m *vmm.Machine) error { return nil }
+	"github.com/rscvm/rscvm/devices/cmos"
+	"github.com/rscvm/rscvm/devices/power"
+	"github.com/rscvm/rscvm/vmm"
+)
 
-// resetControl is the PIIX reset control register at 0xCF9.
-func resetControl(m *vmm.Machine) interface {
-	Read(uint64, []byte)
-	Write(uint64, []byte)
-} {
-	return nil
+// attachLegacyDevices registers the i8042 (its pulse-reset command ends the
+// run like a reset), the CMOS RTC, and returns the PIIX reset control
+// register (port 0xCF9), which sits inside the PCI configuration ports and is
+// therefore reached through pci.ConfigIO.
+func attachLegacyDevices(m *vmm.Machine) (*power.ResetControl, error) {
+	if err := power.NewI8042(m.Reset).Attach(m.PIO()); err != nil {
+		return nil, err
+	}
+	if err := cmos.New(func() time.Time { return time.Now().UTC() }).Attach(m.PIO()); err != nil {
+		return nil, err
+	}
+	return power.NewResetControl(m.Reset), nil
 }
