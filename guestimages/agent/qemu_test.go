@@ -313,6 +313,20 @@ func TestQEMULinuxSourceReady(t *testing.T) {
 	require.Contains(t, g.output(), "rscvm.noint3: skipping int3 self-test")
 }
 
+// TestQEMULinuxSourcePVH boots the uncompressed vmlinux through its PVH
+// entry note, the way rscvm boots it under the emulated KVM.
+func TestQEMULinuxSourcePVH(t *testing.T) {
+	kernel := image(t, "linux/vmlinux")
+	needQEMU(t)
+	initrd := testInitramfs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), qemuTimeout())
+	defer cancel()
+	g := startGuest(t, ctx, kernel, initrd, linuxCmdline(t, "rscvm.agent=ready"), []string{"-nic", "none"}, nil)
+	lines := g.finish(t, ctx)
+	_, ok := findLine(lines, protocol.LineReady)
+	require.True(t, ok, "no ready line")
+}
+
 // checkFeatures checks the features line: bits QEMU's virtio-net always
 // offers and, with a vnet_hdr backend, the offload bits.
 func checkFeatures(t *testing.T, lines []protocol.Line, offloads bool) {
