@@ -8,32 +8,40 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// realKernel finds a kernel image for the optional tests: the file named by
-// the environment variable env, else the first of the candidate globs.
-func realKernel(t *testing.T, env string, globs ...string) []byte {
+// realKernels finds kernel images for the optional tests: the file named by
+// the environment variable env, else every file matching the candidate
+// globs. The test skips if there is none.
+func realKernels(t *testing.T, env string, globs ...string) map[string][]byte {
 	t.Helper()
 	paths := globs
 	if p := os.Getenv(env); p != "" {
 		paths = []string{p}
 	}
+	found := map[string][]byte{}
 	for _, g := range paths {
 		matches, _ := filepath.Glob(g)
 		for _, p := range matches {
-			b, err := os.ReadFile(p)
-			if err == nil {
-				t.Logf("using %s", p)
-				return b
+			if b, err := os.ReadFile(p); err == nil {
+				found[p] = b
 			}
 		}
 	}
-	t.Skipf("no kernel image found (set %s, or provide one of %v)", env, globs)
-	return nil
+	if len(found) == 0 {
+		t.Skipf("no kernel image found (set %s, or provide one of %v)", env, globs)
+	}
+	return found
 }
 
 // TestRealBzImage loads a real bzImage (Debian's, for example) if one is
 // available.
 func TestRealBzImage(t *testing.T) {
-	img := realKernel(t, "RSCVM_TEST_BZIMAGE", "/boot/vmlinuz-*", "../../out/bzImage")
+	for path, img := range realKernels(t, "RSCVM_TEST_BZIMAGE",
+		"/boot/vmlinuz-*", "../../out/linux/bzImage", "../../out/debian/vmlinuz") {
+		t.Run(filepath.Base(path), func(t *testing.T) { testRealBzImage(t, img) })
+	}
+}
+
+func testRealBzImage(t *testing.T, img []byte) {
 	m := guestMem(t, 256*miB)
 	initrd := pattern(1*miB, 3)
 	e, kind, err := Load(m, img, initrd, "console=ttyS0")
@@ -58,7 +66,12 @@ func TestRealBzImage(t *testing.T) {
 // TestRealPVH loads a real PVH ELF (the project's freestanding test guest,
 // or a vmlinux) if one is available.
 func TestRealPVH(t *testing.T) {
-	img := realKernel(t, "RSCVM_TEST_PVH", "../../out/testguest.elf")
+	for path, img := range realKernels(t, "RSCVM_TEST_PVH", "../../out/testguest.elf", "../../out/linux/vmlinux") {
+		t.Run(filepath.Base(path), func(t *testing.T) { testRealPVH(t, img) })
+	}
+}
+
+func testRealPVH(t *testing.T, img []byte) {
 	p, err := ParsePVH(img)
 	require.NoError(t, err)
 	t.Logf("ELF%d entry %#x, %d segments", p.Class, p.Entry, len(p.Segments))
