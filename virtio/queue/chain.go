@@ -85,6 +85,7 @@ func (q *Queue) Pop() (*Chain, error) {
 		return nil, q.fail(&ChainError{Head: head, Desc: uint32(head), Err: ErrHeadInUse})
 	}
 	if err := q.walk(c, head); err != nil {
+		c.release()
 		return nil, q.fail(err)
 	}
 	c.q, c.gen, c.head, c.availPos, c.inflight = q, q.gen, head, pos, true
@@ -232,8 +233,27 @@ func (q *Queue) Unpop(c *Chain) error {
 	}
 	q.lastAvail--
 	c.inflight = false
+	c.release()
 	q.inflight--
 	return nil
+}
+
+// retainSegs bounds the buffer list a chain keeps for reuse once it is
+// returned. Chains with more buffers (legitimate drivers rarely post more
+// than a few dozen) get a fresh list each time, so a guest cannot make the
+// queue hold size × DefaultMaxSegments slice headers forever.
+const retainSegs = 128
+
+// release drops a chain's references to guest memory and, if it grew
+// unusually large, its buffer list.
+func (c *Chain) release() {
+	if cap(c.bufs) > retainSegs {
+		c.bufs = nil
+	} else {
+		clear(c.bufs[:cap(c.bufs)])
+		c.bufs = c.bufs[:0]
+	}
+	c.r, c.w = Reader{}, Writer{}
 }
 
 func (q *Queue) checkChain(c *Chain) error {

@@ -327,6 +327,7 @@ func (q *Queue) Enable(mem *memory.Memory) error {
 	q.chains = q.chains[:c.Size]
 	for i := range q.chains {
 		q.chains[i].inflight = false
+		q.chains[i].release()
 	}
 	q.inflight = 0
 	q.broken = nil

@@ -438,3 +438,28 @@ func TestChainErrorMessage(t *testing.T) {
 	require.Contains(t, err.Error(), "chain at head 1, descriptor table entry 1")
 	requireBroken(t, q, err, queue.ErrBufferAddress)
 }
+
+// Chains with unusually many buffers do not keep their buffer lists after
+// they are returned, and are popped correctly again.
+func TestLargeChainReuse(t *testing.T) {
+	d := queuetest.New(t, 8, 4<<20)
+	q := d.NewQueue(t, queue.Features{})
+	bufs := make([]queuetest.Buffer, 300)
+	for i := range bufs {
+		bufs[i] = queuetest.W(2)
+	}
+	head, err := d.AddIndirect(bufs...)
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		c, err := q.Pop()
+		require.NoError(t, err)
+		require.Len(t, c.Writable(), 300)
+		require.Equal(t, uint32(600), c.WritableLen())
+		if i == 1 {
+			require.NoError(t, q.Unpop(c))
+		} else {
+			require.NoError(t, q.Push(c, 600))
+			require.NoError(t, d.PostHead(head))
+		}
+	}
+}

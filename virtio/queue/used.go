@@ -28,6 +28,7 @@ func (q *Queue) AddUsed(c *Chain, written uint32) error {
 	le.PutUint32(e[4:8], written)
 	q.nextUsed++
 	c.inflight = false
+	c.release()
 	q.inflight--
 	return nil
 }
