@@ -35,8 +35,10 @@
 //   - Zero-length descriptors are skipped: they count towards the chain
 //     length limit (so they cannot cause a loop) and their flags are
 //     checked, but they contribute no buffer and their address is not
-//     looked at. QEMU once rejected them (CVE-2016-6490) and that hard
-//     error hung guests; the spec does not forbid them.
+//     looked at. The spec does not forbid them. QEMU rejects them
+//     (virtio_error, since the CVE-2016-6490 fix), which has hung real
+//     guests: Linux virtio-net posts a zero-length RSS key buffer when
+//     the key size is 0 and then waits forever for the control reply.
 //   - An indirect descriptor is accepted as the last descriptor of a chain
 //     (spec: "zero or more normal chained descriptors followed by a single
 //     descriptor with INDIRECT"). INDIRECT together with NEXT is rejected
