@@ -35,10 +35,12 @@ type Device interface {
 
 	// Activate starts the device after DRIVER_OK. queues has one entry per
 	// QueueMaxSizes element; queues the driver did not enable have
-	// Ready() == false. The device owns the queues' ring side until Reset
-	// returns. An error leaves the device inactive; the transport then sets
+	// Ready() == false. kicks[i] is signalled whenever the driver notifies
+	// queue i; the transport owns the kicks (the device must not close
+	// them). The device owns the queues' ring side until Reset returns. An
+	// error leaves the device inactive; the transport then sets
 	// DEVICE_NEEDS_RESET.
-	Activate(mem *memory.Memory, queues []*queue.Queue, irq Interrupt) error
+	Activate(mem *memory.Memory, queues []*queue.Queue, kicks []*Kick, irq Interrupt) error
 
 	// Reset stops all queue processing and returns the device to its
 	// initial state. When it returns no goroutine of the device touches

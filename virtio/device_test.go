@@ -44,7 +44,7 @@ func (d *echoDevice) ValidateFeatures(f uint64) error {
 	return nil
 }
 
-func (d *echoDevice) Activate(_ *memory.Memory, qs []*queue.Queue, irq virtio.Interrupt) error {
+func (d *echoDevice) Activate(_ *memory.Memory, qs []*queue.Queue, _ []*virtio.Kick, irq virtio.Interrupt) error {
 	if !qs[0].Ready() {
 		return errors.New("queue 0 not enabled")
 	}
@@ -137,7 +137,7 @@ func (tr *fakeTransport) writeStatus(v uint8) {
 		}
 	}
 	if act&virtio.ActionActivate != 0 {
-		if err := tr.dev.Activate(tr.mem, tr.queues, tr); err != nil {
+		if err := tr.dev.Activate(tr.mem, tr.queues, nil, tr); err != nil {
 			tr.NeedsReset(err)
 		}
 	}
