@@ -259,5 +259,7 @@ func TestPeersCoalesce(t *testing.T) {
 
 type countDispatcher struct{ n *int }
 
-func (c countDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) { *c.n++ }
-func (c countDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer)    {}
+func (c countDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+	*c.n++
+}
+func (c countDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
