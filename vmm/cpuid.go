@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"math/bits"
+	"os"
 
 	"github.com/rscvm/rscvm/vmm/kvm"
 )
@@ -20,7 +21,23 @@ const (
 
 	topoLevelSMT  = 1
 	topoLevelCore = 2
+
+	// KVM paravirtual features (leaf 0x40000001 EAX) that the guest drives
+	// with the VMCALL hypercall instruction.
+	kvmFeaturePVUnhalt     = 1 << 7  // KVM_HC_KICK_CPU for PV spinlocks
+	kvmFeaturePVSendIPI    = 1 << 11 // KVM_HC_SEND_IPI
+	kvmFeaturePVSchedYield = 1 << 13 // KVM_HC_SCHED_YIELD
+	kvmHypercallFeatures   = kvmFeaturePVUnhalt | kvmFeaturePVSendIPI | kvmFeaturePVSchedYield
 )
+
+// hostEmulatesVMCALL reports whether the host's KVM executes the guest's
+// VMCALL. kvm_pvm, a software KVM that runs guest kernel code through KVM's
+// instruction emulator, cannot (docs: guest-images.md): a guest using PV
+// IPIs there never wakes its other vCPUs.
+func hostEmulatesVMCALL() bool {
+	_, err := os.Stat("/sys/module/kvm_pvm")
+	return err != nil
+}
 
 // KVM's hypervisor signature "KVMKVMKVM\0\0\0" as EBX, ECX, EDX.
 const (
@@ -38,8 +55,11 @@ const (
 // PV EOI...). Nothing else is masked: KVM reports only features it can
 // virtualise. Features the host's software KVM cannot emulate (see
 // docs/guest-images.md) are masked on the guest kernel command line instead,
-// which Linux honours reliably.
-func guestCPUID(supported []kvm.CPUIDEntry, apicID, cpus int) []kvm.CPUIDEntry {
+// which Linux honours reliably. The exception is the KVM paravirtual
+// features that need the VMCALL instruction, hidden when hypercalls is false
+// (a host that cannot execute VMCALL): the guest then falls back to plain
+// APIC IPIs and native spinlocks.
+func guestCPUID(supported []kvm.CPUIDEntry, apicID, cpus int, hypercalls bool) []kvm.CPUIDEntry {
 	coreShift := uint32(bits.Len(uint(cpus - 1))) // bits of APIC ID that number the cores
 	out := make([]kvm.CPUIDEntry, 0, len(supported)+6)
 	var maxBasic uint32
@@ -62,6 +82,9 @@ func guestCPUID(supported []kvm.CPUIDEntry, apicID, cpus int) []kvm.CPUIDEntry {
 			e.EBX, e.ECX, e.EDX = kvmSigEBX, kvmSigECX, kvmSigEDX
 		case cpuidLeafKVMFeatures:
 			sawKVMFeatures = true
+			if !hypercalls {
+				e.EAX &^= kvmHypercallFeatures
+			}
 		}
 		out = append(out, e)
 	}
