@@ -19,10 +19,11 @@ CFLAGS="-ffreestanding -nostdlib -static -fno-pic -no-pie -mno-red-zone \
 -m64 -march=x86-64 -mtune=generic \
 -fno-stack-protector -fno-asynchronous-unwind-tables -fno-unwind-tables \
 -fno-tree-loop-distribute-patterns -fno-jump-tables -fcf-protection=none \
--fno-common -ffile-prefix-map=$SRC=. \
+-fno-common -fno-strict-aliasing -ffile-prefix-map=$SRC=. \
 -Wall -Wextra -Werror"
 
-OBJS="entry.o main.o uart.o printf.o pci.o cmdline.o power.o trap.o mem.o paging.o"
+OBJS="entry.o main.o uart.o printf.o pci.o cmdline.o power.o trap.o mem.o paging.o \
+heap.o virtio_pci.o ring.o virtio_net.o"
 
 TMP=$(mktemp -d "$OUT/.testguest-build.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT

@@ -16,10 +16,13 @@
  *   end=reset    reset through port 0xCF9
  *   fault=ud     execute ud2 (#UD, vector 6) after the scan: tests trap reporting
  *   fault=pf     read unmapped address 1 TiB (#PF, vector 14, cr2=0x10000000000)
+ *   net=1        drive the first virtio-net function (virtio_net.c; its
+ *                options are listed in README.md)
  */
 #include <stdint.h>
 
 #include "cmdline.h"
+#include "heap.h"
 #include "io.h"
 #include "mem.h"
 #include "paging.h"
@@ -29,8 +32,13 @@
 #include "pvh.h"
 #include "trap.h"
 #include "uart.h"
+#include "virtio_net.h"
 
 #define IDENTITY_LIMIT 0x100000000ull /* entry.S maps the first 4 GiB */
+#define HEAP_LIMIT 0xc0000000ull      /* write-back RAM ends at the PCI hole */
+#define HEAP_DEFAULT (16ull << 20)    /* without a memory map: assume 16 MiB */
+
+extern char __image_end[]; /* linker.ld */
 
 void main(const struct hvm_start_info *si);
 
@@ -111,6 +119,32 @@ static void memprobe(uint64_t addr)
 	kprintf("memprobe addr=0x%lx result=%s\n", addr, got == pattern ? "ok" : "mismatch");
 }
 
+/*
+ * The driver's heap: from the end of the image (rounded to 64 KiB) to the end
+ * of the RAM entry of the memory map that holds it.
+ */
+static void setup_heap(const struct hvm_start_info *si, int si_ok)
+{
+	uint64_t start = ((uint64_t)(uintptr_t)__image_end + 0xffff) & ~0xffffull;
+	uint64_t end = start + HEAP_DEFAULT;
+
+	if (si_ok && si->version >= 1 && si->memmap_entries &&
+	    mapped(si->memmap_paddr, (uint64_t)si->memmap_entries * sizeof(struct hvm_memmap_table_entry))) {
+		const struct hvm_memmap_table_entry *e =
+			(const struct hvm_memmap_table_entry *)(uintptr_t)si->memmap_paddr;
+		uint32_t n = si->memmap_entries < 128 ? si->memmap_entries : 128;
+
+		end = start;
+		for (uint32_t i = 0; i < n; i++) {
+			if (e[i].type == 1 && e[i].addr <= start && e[i].addr + e[i].size > start)
+				end = e[i].addr + e[i].size;
+		}
+	}
+	if (end > HEAP_LIMIT)
+		end = HEAP_LIMIT;
+	heap_init(start, end);
+}
+
 struct scan_ctx {
 	int caps;
 };
@@ -146,6 +180,11 @@ void main(const struct hvm_start_info *si)
 		int n = pci_scan_bus(0, visit, &ctx);
 
 		kprintf("pciscan bus=00 functions=%d\n", n);
+	}
+
+	if (cmdline_get_u64("net", 0)) {
+		setup_heap(si, si_ok);
+		net_test();
 	}
 
 	const char *fault = cmdline_get("fault", "");
