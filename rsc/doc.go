@@ -41,4 +41,21 @@
 //     (MaxFlows); a new flow in a full table flushes the oldest one.
 //   - Back-pressure: when the Sink refuses a packet (guest ring full), the
 //     engine keeps it and reports false; nothing is ever dropped.
+//   - Ethernet: untagged frames and frames with one 802.1Q tag (VLAN ID in
+//     the flow key, whole Ethernet header must match) are coalesced; 802.1ad
+//     / double-tagged frames pass through.
+//
+// Integration (one goroutine per receive queue):
+//
+//	for each frame read from the TAP (vnet header decoded into Frame.Hdr):
+//	    if !e.Input(now, frame) { keep frame; stop reading; wait for a kick }
+//	on EAGAIN / end of a read batch: e.EndBatch(now) (false: wait for a kick)
+//	timer: arm at e.NextDeadline(); when it fires call e.Tick(now)
+//	guest kick after a refusal: e.EndBatch(now), then retry the kept frame
+//	offload/feature change, link change, migration: e.SetConfig / e.FlushAll
+//	(deliver under the old configuration before acknowledging the change)
+//	device reset: e.Reset()
+//
+// now is a virtual clock that does not advance while the VM is paused. The
+// Sink must not call back into the Engine.
 package rsc

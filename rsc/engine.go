@@ -279,11 +279,12 @@ func (e *Engine) Tick(now time.Duration) bool {
 // caller retries after the guest's next kick before reading the TAP again.
 func (e *Engine) EndBatch(now time.Duration) bool {
 	if e.cfg.FlushAtBatchEnd || e.cfg.Interval <= 0 {
-		n := e.n
-		if !e.FlushAll() {
-			return false
+		for e.n > 0 {
+			if !e.flush(e.head) {
+				return false
+			}
+			e.st.batch++
 		}
-		e.st.batch += uint64(n)
 		return true
 	}
 	return e.Tick(now)

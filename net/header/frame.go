@@ -79,10 +79,10 @@ type TCPFrame struct {
 }
 
 // IsIPv6 reports whether the frame is IPv6.
-func (f *TCPFrame) IsIPv6() bool { return f.Src.Is6() && !f.Src.Is4In6() }
+func (f TCPFrame) IsIPv6() bool { return f.Src.Is6() && !f.Src.Is4In6() }
 
 // L2Len returns the Ethernet header length (14 or 18).
-func (f *TCPFrame) L2Len() int {
+func (f TCPFrame) L2Len() int {
 	if f.VLAN {
 		return EthernetMinSize + VLANTagSize
 	}
@@ -91,7 +91,7 @@ func (f *TCPFrame) L2Len() int {
 
 // L3Len returns the IP header length including IPv4 options or IPv6
 // extension headers.
-func (f *TCPFrame) L3Len() int {
+func (f TCPFrame) L3Len() int {
 	if f.IsIPv6() {
 		n := IPv6MinSize
 		for _, x := range f.ExtHeaders {
@@ -103,15 +103,15 @@ func (f *TCPFrame) L3Len() int {
 }
 
 // L4Len returns the TCP header length including options.
-func (f *TCPFrame) L4Len() int { return TCPMinSize + (len(f.Options)+3)&^3 }
+func (f TCPFrame) L4Len() int { return TCPMinSize + (len(f.Options)+3)&^3 }
 
 // Len returns the length of the built frame.
-func (f *TCPFrame) Len() int {
+func (f TCPFrame) Len() int {
 	return f.L2Len() + f.L3Len() + f.L4Len() + len(f.Payload) + f.Padding
 }
 
 // Build appends the frame to dst and returns the extended slice.
-func (f *TCPFrame) Build(dst []byte) []byte {
+func (f TCPFrame) Build(dst []byte) []byte {
 	start := len(dst)
 	n := f.Len()
 	dst = append(dst, make([]byte, n)...)
@@ -221,7 +221,7 @@ func (f *TCPFrame) Build(dst []byte) []byte {
 // PartialChecksumHdr returns the virtio-net header a TAP would attach to this
 // frame when built with ChecksumPartial: NEEDS_CSUM with csum_start at the
 // TCP header and csum_offset 16.
-func (f *TCPFrame) PartialChecksumHdr() VirtioNetHdr {
+func (f TCPFrame) PartialChecksumHdr() VirtioNetHdr {
 	return VirtioNetHdr{
 		Flags:      VirtioNetHdrFNeedsCsum,
 		CsumStart:  uint16(f.L2Len() + f.L3Len()),

@@ -46,6 +46,7 @@ func FuzzEthernetIP(f *testing.F) {
 			if ip.IsValid() {
 				_ = ip.CalculateChecksum()
 				fuzzTCP(ip.Payload())
+				fuzzUDP(ip.Payload())
 			}
 		case EtherTypeIPv6:
 			if len(p) < IPv6MinSize {
@@ -60,9 +61,20 @@ func FuzzEthernetIP(f *testing.F) {
 				if proto == ProtocolTCP {
 					fuzzTCP(p[off:])
 				}
+				if proto == ProtocolUDP {
+					fuzzUDP(p[off:])
+				}
 			}
 		}
 	})
+}
+
+func fuzzUDP(b []byte) {
+	if len(b) < UDPSize {
+		return
+	}
+	u := UDP(b)
+	_, _, _ = u.IsValid(), u.Payload(), u.Checksum()
 }
 
 func fuzzTCP(b []byte) {

@@ -271,3 +271,8 @@ func TestVirtioNetHdr(t *testing.T) {
 	require.False(t, r.IsGSO())
 	require.Contains(t, r.String(), "csum_start=10")
 }
+
+func TestTCPFrameLiteralBuild(t *testing.T) {
+	b := TCPFrame{Src: testSrc4, Dst: testDst4, Payload: []byte{1}}.Build(nil)
+	require.Len(t, b, 14+20+20+1)
+}
