@@ -47,6 +47,8 @@ type Output struct {
 	// ElapsedMicros is the guest's own start-to-done time from the ACPI PM
 	// timer (the "elapsed" line; exact below ~4.6 s), -1 without one.
 	ElapsedMicros int64
+	// Net is what the virtio-net driver (net=1) reported, nil without its lines.
+	Net *NetReport
 }
 
 // StartInfo is the guest's view of struct hvm_start_info.
@@ -317,6 +319,8 @@ func (o *Output) parseLine(line string) error {
 		if err == nil {
 			o.Traps = append(o.Traps, t)
 		}
+	default:
+		_, err = o.parseNetLine(word, rest, line)
 	}
 	return err
 }
