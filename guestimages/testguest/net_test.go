@@ -2,6 +2,7 @@ package testguest
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"os"
@@ -170,4 +171,88 @@ func TestQEMUNetDefault(t *testing.T) {
 	require.Equal(t, &RxEnd{Packets: 5, Reason: "count"}, n.RxEnd)
 	require.Equal(t, uint8(0x0f), n.Done.Status)
 	require.Zero(t, n.Done.ResetStatus)
+}
+
+// qemuCoalesced returns the frame QEMU 7.2's RSC makes of contiguous segments
+// (54-byte headers, no options): the first frame, the others' payloads
+// appended, the IPv4 total length updated but not the IPv4 header checksum,
+// the TCP checksum left as the first segment's, and the last segment's TCP
+// flags word, ack and window copied in.
+func qemuCoalesced(segs [][]byte) []byte {
+	out := append([]byte(nil), segs[0]...)
+	for _, s := range segs[1:] {
+		out = append(out, s[54:]...)
+	}
+	binary.BigEndian.PutUint16(out[16:18], uint16(len(out)-14))
+	last := segs[len(segs)-1]
+	copy(out[42:50], last[42:50]) // ack, data offset/flags, window
+	return out
+}
+
+func flowSegments(first uint32, n, size int, flags uint8) [][]byte {
+	var f [][]byte
+	for i := 0; i < n; i++ {
+		f = append(f, tcpSegment(guestMAC, first+uint32(i*size), size, flags))
+	}
+	return f
+}
+
+var rscNIC = NIC{DeviceProps: []string{"guest_rsc_ext=on", "rsc_interval=50000000"}} // 50 ms
+
+// TestQEMUNetRSC records what QEMU 7.2 (guest_rsc_ext=on, userspace tap
+// datapath) does with in-order TCP segments of one flow when the guest
+// negotiates RSC_EXT: it coalesces them into one packet with flags RSC_INFO
+// only, gso_type TCPV4, csum_start = segments, csum_offset = 0, hdr_len and
+// gso_size 0; a FIN flushes the pending segments first.
+func TestQEMUNetRSC(t *testing.T) {
+	burstA := flowSegments(1000, 10, 1000, header.TCPFlagACK)                    // seq 1000..10999
+	burstB := flowSegments(11000, 3, 1000, header.TCPFlagACK)                    // seq 11000..13999
+	fin := tcpSegment(guestMAC, 14000, 100, header.TCPFlagACK|header.TCPFlagFIN) // flushes B
+	out := netSession(t, "net=1 pci=0 memmap=0 rsc=1 ctrl=offloads:0x2000000000000182 rx=3 rxwait=20000", rscNIC,
+		func(ctx context.Context, s *Session) {
+			require.NoError(t, s.Inject(burstA...))
+			_, err := s.WaitPrefix(ctx, "rx n=0 ")
+			require.NoError(t, err)
+			require.NoError(t, s.Inject(append(burstB, fin)...))
+		})
+	n := out.Net
+	require.True(t, n.Features.Has(61), "RSC_EXT negotiated")
+	require.Equal(t, []CtrlResult{{N: 0, Class: 5, Cmd: 0, Len: 8, Ack: 0, UsedLen: 1}}, n.Ctrl,
+		"OFFLOADS_SET with bit 61 (NetKVM's convention) is accepted")
+	a, b := qemuCoalesced(burstA), qemuCoalesced(burstB)
+	requireRx(t, [][]byte{a, b, fin}, n.Rx)
+	for i, want := range []uint16{10, 3} {
+		p := n.Rx[i]
+		require.Equal(t, uint8(header.VirtioNetHdrFRSCInfo), p.Flags, "rx %d: RSC_INFO only (no NEEDS_CSUM)", i)
+		require.Equal(t, uint8(header.VirtioNetHdrGSOTCPv4), p.GSOType)
+		require.Equal(t, &RSCInfo{Segments: want}, p.RSC)
+		require.Equal(t, want, p.CsumStart)
+		require.Zero(t, p.GSOSize, "QEMU leaves gso_size 0")
+		require.Zero(t, p.HdrLen)
+		require.Equal(t, uint16(p.Bufs), p.NumBuffers)
+		require.Equal(t, (p.Len+12+4095)/4096, p.Bufs, "mergeable 4 KiB buffers")
+	}
+	require.Nil(t, n.Rx[2].RSC)
+	require.Zero(t, n.Rx[2].Flags)
+	require.Zero(t, n.Rx[2].GSOType)
+}
+
+// TestQEMUNetRSCOff: the same burst is delivered segment by segment when the
+// guest does not negotiate RSC_EXT, or negotiates it but then sends
+// OFFLOADS_SET without bit 61 (which QEMU reads as "RSC off").
+func TestQEMUNetRSCOff(t *testing.T) {
+	for _, cmdline := range []string{
+		"net=1 pci=0 memmap=0 rx=6 rxwait=20000",
+		"net=1 pci=0 memmap=0 rsc=1 ctrl=offloads:0x182 rx=6 rxwait=20000",
+	} {
+		burst := flowSegments(1000, 6, 1000, header.TCPFlagACK)
+		out := netSession(t, cmdline, rscNIC, func(ctx context.Context, s *Session) {
+			require.NoError(t, s.Inject(burst...))
+		})
+		requireRx(t, burst, out.Net.Rx)
+		for _, p := range out.Net.Rx {
+			require.Nil(t, p.RSC, cmdline)
+			require.Zero(t, p.Flags, cmdline)
+		}
+	}
 }
