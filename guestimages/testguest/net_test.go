@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,9 +94,10 @@ func requireRx(t *testing.T, frames [][]byte, rx []RxPacket) {
 	}
 }
 
-// requireTx reads count guest frames from the TAP and checks them against the
-// guest's tx lines: same length and checksum, valid IPv4/UDP checksums.
-func requireTx(ctx context.Context, t *testing.T, s *Session, count int) [][]byte {
+// requireTx reads count guest frames from the TAP and checks them: guest MAC,
+// in order, valid IPv4 header checksum, valid UDP checksum (or the partial
+// one with txcsum=1), the payload tag.
+func requireTx(ctx context.Context, t *testing.T, s *Session, count int, partial bool) [][]byte {
 	t.Helper()
 	var frames [][]byte
 	for len(frames) < count {
@@ -114,7 +116,14 @@ func requireTx(ctx context.Context, t *testing.T, s *Session, count int) [][]byt
 		require.Equal(t, uint16(i), ip.ID(), "frames in order")
 		require.Zero(t, header.Checksum(f[14:34]), "IPv4 header checksum")
 		udp := f[34:]
-		require.True(t, header.TransportChecksumValid(17, f[26:30], f[30:34], udp), "UDP checksum of frame %d", i)
+		if partial {
+			// NEEDS_CSUM: the device passes the pseudo-header sum through;
+			// the packet socket sees the frame before anyone completes it.
+			pseudo := header.PseudoHeaderSumV4(17, [4]byte(f[26:30]), [4]byte(f[30:34]), uint16(len(udp)))
+			require.Equal(t, pseudo, binary.BigEndian.Uint16(udp[6:8]), "partial UDP checksum of frame %d", i)
+		} else {
+			require.True(t, header.TransportChecksumValid(17, f[26:30], f[30:34], udp), "UDP checksum of frame %d", i)
+		}
 		require.True(t, strings.HasPrefix(string(udp[8:]), "rscvm-testguest"), "payload tag")
 	}
 	return frames
@@ -143,7 +152,7 @@ func TestQEMUNetDefault(t *testing.T) {
 	out := netSession(t, "net=1 pci=0 memmap=0 tx=3 txlen=300 rx=5 rxwait=20000", NIC{},
 		func(ctx context.Context, s *Session) {
 			require.NoError(t, s.Inject(frames...))
-			sent = requireTx(ctx, t, s, 3)
+			sent = requireTx(ctx, t, s, 3, false)
 		})
 	n := out.Net
 	require.Empty(t, n.Errors)
@@ -254,5 +263,83 @@ func TestQEMUNetRSCOff(t *testing.T) {
 			require.Nil(t, p.RSC, cmdline)
 			require.Zero(t, p.Flags, cmdline)
 		}
+	}
+}
+
+// TestQEMUNetModes runs receive and transmit through each buffer layout and
+// transport: mergeable 4 KiB buffers, "big" 65562-byte chains (no MRG_RXBUF,
+// guest TSO), small 1530-byte buffers, the legacy interface, MSI-X vectors
+// with smaller queues and event indexes.
+func TestQEMUNetModes(t *testing.T) {
+	for _, tc := range []struct {
+		name, cmdline string
+		mode          string
+		hdrLen        uint8
+		bufSize       uint32
+		jumbo         bool // inject a 9014-byte frame too
+		partial       bool // txcsum=1 with CSUM negotiated
+		check         func(t *testing.T, n *NetReport)
+	}{
+		{name: "mrg", cmdline: "txsplit=1 txcsum=1", mode: "mrg", hdrLen: 12, bufSize: 4096, jumbo: true, partial: true},
+		{name: "big", cmdline: "features=0x100000182 rxsplit=1", mode: "big", hdrLen: 12, bufSize: 65562, jumbo: true,
+			check: func(t *testing.T, n *NetReport) {
+				require.Equal(t, uint32(18), n.Ready.Descs, "header descriptor + 17 pages")
+				require.Equal(t, uint32(14), n.Ready.RxBufs)
+			}},
+		{name: "small", cmdline: "features=0x100000020", mode: "small", hdrLen: 12, bufSize: 1530,
+			check: func(t *testing.T, n *NetReport) {
+				require.False(t, n.Features.Has(17), "no control queue")
+				require.Empty(t, n.Ctrl)
+			}},
+		{name: "legacy", cmdline: "legacy=1", mode: "mrg", hdrLen: 12, bufSize: 4096, jumbo: true,
+			check: func(t *testing.T, n *NetReport) {
+				require.Equal(t, "legacy", n.Device.Mode)
+				require.Equal(t, uint64(0x79bfffe7), n.Features.Offered, "legacy 32-bit view")
+				require.Equal(t, uint8(0x03), n.Features.Status, "no FEATURES_OK in legacy mode")
+				require.Equal(t, uint8(0x07), n.Ready.Status)
+			}},
+		{name: "legacy-small", cmdline: "legacy=1 features=0x20", mode: "small", hdrLen: 10, bufSize: 1528},
+		{name: "msix-eventidx", cmdline: "msix=1 qsize=64 features=0x1208799a7", mode: "mrg", hdrLen: 12, bufSize: 4096,
+			check: func(t *testing.T, n *NetReport) {
+				require.Equal(t, &MSIX{TableSize: 4, Enabled: true, Config: 0, RX: 1, TX: 2, Ctrl: 3}, n.MSIX)
+				require.Equal(t, &Rings{RXSize: 64, TXSize: 64, CtrlIndex: 2, CtrlSize: 64, HdrLen: 12, EventIdx: true}, n.Rings)
+				require.Equal(t, uint32(64), n.Ready.RxBufs)
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			frames := [][]byte{
+				tcpSegment(guestMAC, 1, 6, header.TCPFlagACK),
+				tcpSegment(guestMAC, 2, 1460, header.TCPFlagACK),
+			}
+			if tc.jumbo {
+				frames = append(frames, tcpSegment(guestMAC, 3, 8960, header.TCPFlagACK))
+			}
+			var sent [][]byte
+			out := netSession(t, "net=1 pci=0 memmap=0 tx=4 txlen=1514 rxwait=20000 rx="+
+				strconv.Itoa(len(frames))+" "+tc.cmdline, NIC{MTU: 9000},
+				func(ctx context.Context, s *Session) {
+					require.NoError(t, s.Inject(frames...))
+					sent = requireTx(ctx, t, s, 4, tc.partial)
+				})
+			n := out.Net
+			require.Empty(t, n.Errors)
+			require.Equal(t, tc.mode, n.Ready.Mode)
+			require.Equal(t, tc.hdrLen, n.Rings.HdrLen)
+			require.Equal(t, tc.bufSize, n.Ready.BufSize)
+			requireRx(t, frames, n.Rx)
+			for _, p := range n.Rx {
+				want := uint32(1)
+				if tc.mode == "mrg" {
+					want = (p.Len + 12 + 4095) / 4096
+					require.Equal(t, uint16(want), p.NumBuffers)
+				}
+				require.Equal(t, want, p.Bufs)
+			}
+			checkTxLines(t, out, sent)
+			require.Zero(t, n.Done.ResetStatus)
+			if tc.check != nil {
+				tc.check(t, n)
+			}
+		})
 	}
 }

@@ -638,6 +638,8 @@ static void ctrl_send(uint8_t cls, uint8_t cmd, const uint8_t *data, uint32_t le
 	memcpy(payload, data, len);
 	*(volatile uint8_t *)ack = 0xff;
 	b[n++] = (struct vq_buf){ (uint64_t)(uintptr_t)hdr, variant == CTRL_BROKEN_HDR ? 1u : 2u, 0 };
+	if (variant == CTRL_BROKEN_HDR)
+		len = 0; /* the whole device-readable part is one byte */
 	if (len)
 		b[n++] = (struct vq_buf){ (uint64_t)(uintptr_t)payload, len, 0 };
 	if (variant != CTRL_BROKEN_ACK)
