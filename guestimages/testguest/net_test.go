@@ -343,3 +343,101 @@ func TestQEMUNetModes(t *testing.T) {
 		})
 	}
 }
+
+// qemuCtrlAnswers are QEMU 7.2's answers (0 OK, 1 ERR) to the commands of
+// qemuCtrlCmdline with the default feature set (CTRL_RX, CTRL_MAC_ADDR,
+// CTRL_GUEST_OFFLOADS; no CTRL_VLAN, MQ, RSS, ANNOUNCE).
+const qemuCtrlCmdline = "ctrl=promisc:0,promisc:1,allmulti:1,alluni:0,nomulti:0,nouni:0,nobcast:0," +
+	"mac:52:54:00:aa:bb:cc,mactable:2:2,mactable:70:0,mactable:0:70,vlanadd:5,vlandel:5," +
+	"offloads:0x182,offloads:0x2,offloads:0,offloads:0x2000000000000000,announce,mq:1," +
+	"raw:4:1:,raw:6:0:,raw:8:0:,bad,nosuch:1"
+
+var qemuCtrlAnswers = []CtrlResult{
+	{Class: 0, Cmd: 0, Len: 1, Ack: 0},   // promisc off
+	{Class: 0, Cmd: 0, Len: 1, Ack: 0},   // promisc on
+	{Class: 0, Cmd: 1, Len: 1, Ack: 0},   // allmulti
+	{Class: 0, Cmd: 2, Len: 1, Ack: 0},   // alluni
+	{Class: 0, Cmd: 3, Len: 1, Ack: 0},   // nomulti
+	{Class: 0, Cmd: 4, Len: 1, Ack: 0},   // nouni
+	{Class: 0, Cmd: 5, Len: 1, Ack: 0},   // nobcast
+	{Class: 1, Cmd: 1, Len: 6, Ack: 0},   // MAC_ADDR_SET
+	{Class: 1, Cmd: 0, Len: 32, Ack: 0},  // MAC_TABLE_SET 2+2
+	{Class: 1, Cmd: 0, Len: 428, Ack: 0}, // 70 unicast: overflow accepted
+	{Class: 1, Cmd: 0, Len: 428, Ack: 0}, // 70 multicast: overflow accepted
+	{Class: 2, Cmd: 0, Len: 2, Ack: 0},   // VLAN add (CTRL_VLAN not negotiated: still OK)
+	{Class: 2, Cmd: 1, Len: 2, Ack: 0},   // VLAN del
+	{Class: 5, Cmd: 0, Len: 8, Ack: 0},   // offloads CSUM|TSO4|TSO6
+	{Class: 5, Cmd: 0, Len: 8, Ack: 0},   // offloads CSUM
+	{Class: 5, Cmd: 0, Len: 8, Ack: 0},   // offloads 0
+	{Class: 5, Cmd: 0, Len: 8, Ack: 0},   // bit 61 alone (stripped, RSC_EXT not negotiated)
+	{Class: 3, Cmd: 0, Len: 0, Ack: 1},   // announce ack without a pending announce
+	{Class: 4, Cmd: 0, Len: 2, Ack: 1},   // MQ without MQ
+	{Class: 4, Cmd: 1, Len: 0, Ack: 1},   // RSS config without RSS
+	{Class: 6, Cmd: 0, Len: 0, Ack: 1},   // NOTF_COAL: not implemented
+	{Class: 8, Cmd: 0, Len: 0, Ack: 1},   // STATS: not implemented
+	// bad:
+	{Class: 0, Cmd: 0, Len: 0, Ack: 1},   // promisc without its byte
+	{Class: 0, Cmd: 0, Len: 2, Ack: 0},   // promisc with 2 bytes: QEMU reads the first and accepts
+	{Class: 0, Cmd: 9, Len: 1, Ack: 1},   // unknown rx command
+	{Class: 200, Cmd: 0, Len: 1, Ack: 1}, // unknown class
+	{Class: 1, Cmd: 1, Len: 5, Ack: 1},   // MAC_ADDR_SET with 5 bytes
+	{Class: 1, Cmd: 7, Len: 6, Ack: 1},   // unknown mac command
+	{Class: 5, Cmd: 0, Len: 4, Ack: 1},   // offloads with 4 bytes
+	{Class: 5, Cmd: 0, Len: 8, Ack: 1},   // offloads with a non-offload bit (MRG_RXBUF)
+	{Class: 2, Cmd: 0, Len: 2, Ack: 1},   // VLAN 4096
+	{Class: 4, Cmd: 0, Len: 2, Ack: 1},   // 0 pairs
+	{Class: 3, Cmd: 0, Len: 0, Ack: 1},   // announce
+}
+
+func TestQEMUNetCtrl(t *testing.T) {
+	out := netSession(t, "net=1 pci=0 memmap=0 "+qemuCtrlCmdline, NIC{}, nil)
+	n := out.Net
+	require.Empty(t, n.Errors)
+	want := make([]CtrlResult, len(qemuCtrlAnswers))
+	for i, c := range qemuCtrlAnswers {
+		c.N, c.UsedLen = uint32(i), 1
+		want[i] = c
+	}
+	require.Equal(t, want, n.Ctrl)
+	require.Equal(t, []string{`ctrl unknown command "nosuch:1"`}, n.UnknownCtrl)
+	require.Equal(t, uint8(0x0f), n.Ready.Status, "ERR answers do not break the device")
+	require.Equal(t, uint32(len(want)), n.Done.Kicks[2], "one notification per command")
+}
+
+// TestQEMUNetRxFilter: with promiscuous mode off, QEMU delivers frames for the
+// MAC set by MAC_ADDR_SET, broadcast, and multicast in the MAC table only.
+func TestQEMUNetRxFilter(t *testing.T) {
+	seg := func(dst string, seq uint32) []byte { return tcpSegment(mustMAC(dst), seq, 10, header.TCPFlagACK) }
+	frames := [][]byte{
+		seg(DefaultMAC, 1),          // the old MAC: dropped
+		seg("02:00:00:00:00:42", 2), // the new MAC
+		seg("02:00:00:00:00:99", 3), // someone else: dropped
+		seg("ff:ff:ff:ff:ff:ff", 4), // broadcast
+		seg("01:00:5e:00:00:00", 5), // multicast in the table
+		seg("01:00:5e:00:00:07", 6), // multicast not in the table: dropped
+		seg("ff:ff:ff:ff:ff:ff", 7), // broadcast, last
+	}
+	out := netSession(t, "net=1 pci=0 memmap=0 ctrl=promisc:0,mac:02:00:00:00:00:42,mactable:0:1 rx=4 rxwait=20000",
+		NIC{}, func(ctx context.Context, s *Session) {
+			require.NoError(t, s.Inject(frames...))
+		})
+	for _, c := range out.Net.Ctrl {
+		require.Zero(t, c.Ack, "%+v", c)
+	}
+	requireRx(t, [][]byte{frames[1], frames[3], frames[4], frames[6]}, out.Net.Rx)
+}
+
+// TestQEMUNetCtrlBroken: a control request without a device-writable ack byte
+// makes QEMU set DEVICE_NEEDS_RESET and stop all queues; a reset recovers.
+func TestQEMUNetCtrlBroken(t *testing.T) {
+	out := netSession(t, "net=1 pci=0 memmap=0 ctrl=broken:ack,promisc:1 ctrlwait=200 tx=1 txwait=200", NIC{}, nil)
+	n := out.Net
+	require.Equal(t, []CtrlResult{
+		{N: 0, Class: 0, Cmd: 0, Len: 1, Ack: CtrlAckTimeout},
+		{N: 1, Class: 0, Cmd: 0, Len: 1, Ack: CtrlAckTimeout},
+	}, n.Ctrl)
+	require.Equal(t, uint8(0x4f), n.Ready.Status, "NEEDS_RESET")
+	require.Equal(t, &TxEnd{Sent: 1, Done: 0, Reason: "timeout"}, n.TxEnd)
+	require.Equal(t, uint8(0x4f), n.Done.Status)
+	require.Zero(t, n.Done.ResetStatus)
+}
