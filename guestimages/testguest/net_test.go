@@ -441,3 +441,66 @@ func TestQEMUNetCtrlBroken(t *testing.T) {
 	require.Equal(t, uint8(0x4f), n.Done.Status)
 	require.Zero(t, n.Done.ResetStatus)
 }
+
+// TestQEMUNetHostOffloads checks the offloads QEMU pushes to the tap
+// (TUNSETOFFLOAD) by what the guest receives for a host-side GSO super-frame
+// (20000 bytes of TCP payload, MSS 1448, partial checksum) and a small frame
+// with a partial checksum:
+//   - default offloads (GUEST_CSUM|TSO4|TSO6): both pass through with their
+//     header (gso_type TCPV4, gso_size 1448, hdr_len 54, NEEDS_CSUM 34/16);
+//   - OFFLOADS_SET GUEST_CSUM only: the kernel segments the super-frame into
+//     14 frames that keep NEEDS_CSUM (pseudo-header checksums);
+//   - OFFLOADS_SET 0: 14 fully checksummed segments, flags 0, and the small
+//     frame completed too.
+func TestQEMUNetHostOffloads(t *testing.T) {
+	payload := make([]byte, 20000)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	tmpl := header.TCPFrame{DstMAC: guestMAC, SrcMAC: hostMAC, Src: hostIP, Dst: guestIP, DontFragment: true,
+		SrcPort: 5001, DstPort: 40000, Seq: 1, Ack: 1, Flags: header.TCPFlagACK, Window: 100}
+	build := func(seq uint32, id uint16, p []byte, mode header.ChecksumMode) []byte {
+		f := tmpl
+		f.Seq, f.ID, f.Payload, f.Checksum = seq, id, p, mode
+		return f.Build(nil)
+	}
+	gso := build(1, 0, payload, header.ChecksumPartial)
+	gsoHdr := tmpl.PartialChecksumHdr()
+	gsoHdr.GSOType, gsoHdr.GSOSize, gsoHdr.HdrLen = header.VirtioNetHdrGSOTCPv4, 1448, 54
+	small := build(20001, 99, payload[:100], header.ChecksumPartial)
+	segments := func(mode header.ChecksumMode) [][]byte {
+		var segs [][]byte
+		for off := 0; off < len(payload); off += 1448 {
+			end := min(off+1448, len(payload))
+			segs = append(segs, build(uint32(1+off), uint16(len(segs)), payload[off:end], mode))
+		}
+		return segs
+	}
+	for _, tc := range []struct {
+		ctrl   string
+		frames [][]byte
+		flags  uint8
+	}{
+		{"", [][]byte{gso, small}, header.VirtioNetHdrFNeedsCsum},
+		{"ctrl=offloads:0x2", append(segments(header.ChecksumPartial), small), header.VirtioNetHdrFNeedsCsum},
+		{"ctrl=offloads:0", append(segments(header.ChecksumFull), build(20001, 99, payload[:100], header.ChecksumFull)), 0},
+	} {
+		out := netSession(t, "net=1 pci=0 memmap=0 rxwait=20000 rx="+strconv.Itoa(len(tc.frames))+" "+tc.ctrl, NIC{},
+			func(ctx context.Context, s *Session) {
+				require.NoError(t, s.InjectVnet(gsoHdr, gso))
+				require.NoError(t, s.InjectVnet(tmpl.PartialChecksumHdr(), small))
+			})
+		requireRx(t, tc.frames, out.Net.Rx)
+		for i, p := range out.Net.Rx {
+			require.Equal(t, tc.flags, p.Flags, "%q rx %d", tc.ctrl, i)
+			if tc.flags != 0 {
+				require.Equal(t, [2]uint16{34, 16}, [2]uint16{p.CsumStart, p.CsumOffset})
+			}
+			if tc.ctrl == "" && i == 0 {
+				require.Equal(t, [3]uint16{header.VirtioNetHdrGSOTCPv4, 1448, 54}, [3]uint16{uint16(p.GSOType), p.GSOSize, p.HdrLen})
+			} else {
+				require.Zero(t, p.GSOType)
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rscvm/rscvm/net/header"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,6 +15,7 @@ import (
 // guest receives them); frames the guest transmits arrive on it.
 type PacketSocket struct {
 	fd      int
+	vfd     int // a second socket with PACKET_VNET_HDR, for WriteVnet
 	ifindex int
 	buf     []byte
 }
@@ -25,7 +27,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // OpenPacketSocket opens a packet socket on interface ifname of the namespace.
 func (n *Netns) OpenPacketSocket(ifname string) (*PacketSocket, error) {
-	p := &PacketSocket{fd: -1, buf: make([]byte, maxFrame)}
+	p := &PacketSocket{fd: -1, vfd: -1, buf: make([]byte, maxFrame)}
 	err := n.Do(func() error {
 		idx, err := interfaceIndex(ifname)
 		if err != nil {
@@ -43,9 +45,24 @@ func (n *Netns) OpenPacketSocket(ifname string) (*PacketSocket, error) {
 		// Bursts from the guest must not be dropped while the test is busy.
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
 		p.fd, p.ifindex = fd, idx
+
+		// Send-only socket whose writes start with a virtio_net_hdr: GSO and
+		// partial-checksum frames. Protocol 0 keeps it from receiving.
+		vfd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("testguest: packet socket: %w", err)
+		}
+		p.vfd = vfd
+		if err := unix.SetsockoptInt(vfd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return fmt.Errorf("testguest: PACKET_VNET_HDR: %w", err)
+		}
+		if err := unix.Bind(vfd, &unix.SockaddrLinklayer{Ifindex: idx}); err != nil {
+			return fmt.Errorf("testguest: bind packet socket to %s: %w", ifname, err)
+		}
 		return nil
 	})
 	if err != nil {
+		_ = p.Close()
 		return nil, err
 	}
 	return p, nil
@@ -69,8 +86,25 @@ func interfaceIndex(name string) (int, error) {
 
 // Write sends one Ethernet frame (no virtio header) to the guest.
 func (p *PacketSocket) Write(frame []byte) error {
+	return writeRetry(p.fd, frame)
+}
+
+// WriteVnet sends one frame with virtio-net header information, as a local
+// sender with offloads would: hdr.Flags NEEDS_CSUM with CsumStart/CsumOffset
+// for a partial checksum (see header.TCPFrame.PartialChecksumHdr), GSOType,
+// GSOSize and HdrLen for a GSO super-frame longer than the MTU. The TAP hands
+// the header to the VMM (its NumBuffers is not sent).
+func (p *PacketSocket) WriteVnet(hdr header.VirtioNetHdr, frame []byte) error {
+	b := make([]byte, header.VirtioNetHdrLegacySize, header.VirtioNetHdrLegacySize+len(frame))
+	if err := hdr.EncodeLegacy(b); err != nil {
+		return fmt.Errorf("testguest: encode virtio header: %w", err)
+	}
+	return writeRetry(p.vfd, append(b, frame...))
+}
+
+func writeRetry(fd int, frame []byte) error {
 	for {
-		_, err := unix.Write(p.fd, frame)
+		_, err := unix.Write(fd, frame)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS) {
 			time.Sleep(time.Millisecond) // the TAP queue is full: let the VMM read
 			continue
@@ -115,12 +149,14 @@ func (p *PacketSocket) Read(ctx context.Context) ([]byte, error) {
 	}
 }
 
-// Close closes the socket.
+// Close closes the sockets.
 func (p *PacketSocket) Close() error {
-	if p.fd < 0 {
-		return nil
+	var errs []error
+	for _, fd := range []*int{&p.fd, &p.vfd} {
+		if *fd >= 0 {
+			errs = append(errs, unix.Close(*fd))
+			*fd = -1
+		}
 	}
-	err := unix.Close(p.fd)
-	p.fd = -1
-	return err
+	return errors.Join(errs...)
 }

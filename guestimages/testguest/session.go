@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rscvm/rscvm/net/header"
 )
 
 // NIC describes the guest's network card as a -netdev/-device pair, in the
@@ -303,6 +305,12 @@ func (s *Session) Inject(frames ...[]byte) error {
 		}
 	}
 	return nil
+}
+
+// InjectVnet sends one frame with virtio-net header information (partial
+// checksum, GSO) to the guest; see PacketSocket.WriteVnet.
+func (s *Session) InjectVnet(hdr header.VirtioNetHdr, frame []byte) error {
+	return s.Packet.WriteVnet(hdr, frame)
 }
 
 // ReadFrame returns the next frame the guest transmitted.
