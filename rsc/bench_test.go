@@ -86,3 +86,24 @@ func BenchmarkEnginePureACK(b *testing.B) {
 	}
 	benchEngine(b, frames)
 }
+
+// TestInputZeroAlloc asserts the hot path allocates nothing per segment:
+// merging, starting, flushing, exceptions and pass-through.
+func TestInputZeroAlloc(t *testing.T) {
+	frames := benchFrames(false, 4, 16, header.VirtioNetHdrFDataValid)
+	frames = append(frames, benchFrames(true, 2, 8, 0)...)
+	frames = append(frames, ACK(seq0, ackA, winW), D(seq0, 10, addFlags(header.TCPFlagFIN)))
+	sink := &copySink{dst: make([]byte, 65536+64)}
+	e := New(Config{IPv4: true, IPv6: true, Interval: interval, MaxFlows: 4}, sink)
+	allocs := testing.AllocsPerRun(20, func() {
+		for _, f := range frames {
+			e.Input(0, f)
+		}
+		e.Tick(2 * interval)
+		e.EndBatch(0)
+		e.FlushAll()
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per run", allocs)
+	}
+}
