@@ -20,12 +20,18 @@ import (
 func requireNetEnv(t *testing.T) {
 	t.Helper()
 	if err := NetnsAvailable(); err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but %v", err)
-		}
-		t.Skip(err.Error())
+		requireNetEnvSkip(t, err)
 	}
 	qemuAvailable(t)
+}
+
+// requireNetEnvSkip skips because of err, or fails with RSCVM_REQUIRE_KVM=1.
+func requireNetEnvSkip(t *testing.T, err error) {
+	t.Helper()
+	if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
+		t.Fatalf("RSCVM_REQUIRE_KVM=1 but %v", err)
+	}
+	t.Skip(err.Error())
 }
 
 // netSession boots the guest under QEMU TCG with a TAP in a fresh namespace,

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rscvm/rscvm/net/header"
@@ -161,6 +162,9 @@ func StartSession(ctx context.Context, cfg SessionConfig) (*Session, error) {
 	}
 	s.Argv = ns.Command(build(cfg.ELF, cfg.Cmdline, cfg.NIC)...)
 	s.cmd = exec.CommandContext(ctx, s.Argv[0], s.Argv[1:]...)
+	// Own process group: killing it also ends children that hold stdout open.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	s.cmd.Cancel = s.kill
 	s.cmd.Stderr = &lockedWriter{w: &s.stderr, mu: &s.mu}
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -339,6 +343,11 @@ func (s *Session) Wait(ctx context.Context) (*Output, error) {
 	return out, perr
 }
 
+// kill sends SIGKILL to the VMM's process group.
+func (s *Session) kill() error {
+	return syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+}
+
 // Close kills the VMM if it still runs, closes the packet socket and deletes
 // the namespace (and its TAP).
 func (s *Session) Close() error {
@@ -347,7 +356,7 @@ func (s *Session) Close() error {
 		select {
 		case <-s.done:
 		default:
-			_ = s.cmd.Process.Kill()
+			_ = s.kill()
 			select {
 			case <-s.done:
 			case <-time.After(10 * time.Second):
