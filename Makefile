@@ -51,8 +51,12 @@ check: fmt-check vet staticcheck
 test: check
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
+# Every benchmark, then the RSC engine beside wireguard-go's and gVisor's GRO
+# on the same input (a nested module, so the peers' dependencies stay out of
+# rscvm's go.mod).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	cd rsc/peerbench && $(GO) test -run '^$$' -bench . -benchmem .
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
