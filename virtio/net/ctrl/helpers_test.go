@@ -120,43 +120,52 @@ func frame(dst MAC, vid int) []byte {
 	return b
 }
 
-// checkInvariants verifies the State's internal consistency.
+// checkInvariants verifies the State's internal consistency. It uses plain
+// comparisons (no testify) because the fuzzers call it after every step.
 func checkInvariants(t testing.TB, s *State) {
 	t.Helper()
-	cfg := s.Config()
-	require.GreaterOrEqual(t, cfg.MaxQueuePairs, uint16(1))
-	require.LessOrEqual(t, cfg.MaxQueuePairs, uint16(MaxQueuePairs))
-	require.Zero(t, cfg.GuestOffloads&^GuestOffloadMask)
-	require.GreaterOrEqual(t, s.QueuePairs(), uint16(1))
-	require.LessOrEqual(t, s.QueuePairs(), cfg.MaxQueuePairs)
-	require.Zero(t, s.Offloads()&^cfg.GuestOffloads, "offloads outside the negotiated set")
-	require.Zero(t, s.Offloads()&OffloadRSCExt)
-	require.True(t, 0 <= s.firstMulti && s.firstMulti <= s.inUse && s.inUse <= MACTableEntries)
-	if s.uniOverflow {
-		require.Zero(t, s.firstMulti)
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("invariant: "+format, args...)
 	}
-	if s.multiOverflow {
-		require.Equal(t, s.firstMulti, s.inUse)
+	cfg := s.Config()
+	if cfg.MaxQueuePairs < 1 || cfg.MaxQueuePairs > MaxQueuePairs {
+		fail("MaxQueuePairs %d", cfg.MaxQueuePairs)
+	}
+	if cfg.GuestOffloads&^GuestOffloadMask != 0 {
+		fail("GuestOffloads %#x outside the mask", cfg.GuestOffloads)
+	}
+	if s.pairs < 1 || s.pairs > cfg.MaxQueuePairs {
+		fail("queue pairs %d of %d", s.pairs, cfg.MaxQueuePairs)
+	}
+	if s.offloads&^cfg.GuestOffloads != 0 {
+		fail("offloads %#x outside the negotiated %#x", s.offloads, cfg.GuestOffloads)
+	}
+	if !(0 <= s.firstMulti && s.firstMulti <= s.inUse && s.inUse <= MACTableEntries) {
+		fail("MAC table firstMulti %d inUse %d", s.firstMulti, s.inUse)
+	}
+	if s.uniOverflow && s.firstMulti != 0 {
+		fail("unicast overflow with %d unicast entries", s.firstMulti)
+	}
+	if s.multiOverflow && s.firstMulti != s.inUse {
+		fail("multicast overflow with %d multicast entries", s.inUse-s.firstMulti)
 	}
 	for i := s.inUse; i < MACTableEntries; i++ {
-		require.Equal(t, MAC{}, s.macs[i], "stale entry %d beyond in-use", i)
+		if s.macs[i] != (MAC{}) {
+			fail("stale MAC entry %d beyond in-use %d", i, s.inUse)
+		}
 	}
-	if !cfg.CtrlVLAN {
-		require.Empty(t, s.VLANs())
+	if !cfg.CtrlVLAN && s.vlans != [MaxVLAN / 64]uint64{} {
+		fail("VLAN table set without CTRL_VLAN")
 	}
-	if !cfg.GuestAnnounce {
-		require.False(t, s.AnnouncePending())
+	if !cfg.GuestAnnounce && s.announce {
+		fail("announce pending without GUEST_ANNOUNCE")
 	}
 	v4, v6 := s.RSC()
-	if !cfg.RSCExt {
-		require.False(t, v4 || v6)
+	if (v4 || v6) && !cfg.RSCExt {
+		fail("RSC on without RSC_EXT")
 	}
-	if v4 {
-		require.NotZero(t, s.Offloads()&offTSO4)
+	if v4 && s.offloads&offTSO4 == 0 || v6 && s.offloads&offTSO6 == 0 {
+		fail("RSC v4 %v v6 %v with offloads %#x", v4, v6, s.offloads)
 	}
-	if v6 {
-		require.NotZero(t, s.Offloads()&offTSO6)
-	}
-	tbl := s.MACTable()
-	require.LessOrEqual(t, len(tbl.Unicast)+len(tbl.Multicast), MACTableEntries)
 }

@@ -196,3 +196,28 @@ func TestControlQueueChain(t *testing.T) {
 	require.Equal(t, AckOK, handle(c))
 	require.Equal(t, offCSUM, s.Offloads())
 }
+
+// lyingSource reports more bytes than it can deliver (a buggy Source must
+// give an error, not a panic or a partial command).
+type lyingSource struct {
+	avail   int
+	okReads int
+}
+
+func (l *lyingSource) Available() int { return l.avail }
+
+func (l *lyingSource) ReadFull(p []byte) error {
+	if l.okReads == 0 {
+		return errors.New("lying source")
+	}
+	l.okReads--
+	return nil
+}
+
+func TestParseCommandBrokenSource(t *testing.T) {
+	_, _, _, err := ParseCommand(&lyingSource{avail: 10}, nil)
+	require.ErrorContains(t, err, "reading header")
+	_, _, p, err := ParseCommand(&lyingSource{avail: 10, okReads: 1}, nil)
+	require.ErrorContains(t, err, "reading 10 payload bytes")
+	require.Nil(t, p)
+}
