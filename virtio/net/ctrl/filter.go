@@ -11,7 +11,11 @@ const (
 // the driver, applying the receive modes, the MAC table and the VLAN table
 // the way QEMU's receive_filter does (see the package documentation).
 // frame starts at the Ethernet destination address (no virtio-net header).
-// Accept does not allocate.
+// Accept reads at most the first 16 bytes (destination, source, TPID and
+// 802.1Q TCI), so a prefix of at least that length may be passed instead
+// of the whole frame; a shorter frame is judged by its own length. Accept
+// does not allocate and does not modify the State, so a copy of the State
+// (a snapshot) may filter in another goroutine while the original changes.
 func (s *State) Accept(frame []byte) bool {
 	if s.rx.Promisc {
 		return true

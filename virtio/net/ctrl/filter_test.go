@@ -241,3 +241,15 @@ func BenchmarkAccept(b *testing.B) {
 		})
 	}
 }
+
+// TestAcceptPrefix checks that the first 16 bytes decide: a prefix gives
+// the same answer as the whole frame.
+func TestAcceptPrefix(t *testing.T) {
+	s := filterState(t, fullConfig(), RxMode{})
+	for _, f := range [][]byte{frame(testMAC, 5), frame(testMAC, 6), frame(uc1, -1), frame(mc2, -1), frame(broadcastMAC, 5)} {
+		require.Equal(t, s.Accept(f), s.Accept(f[:16]))
+	}
+	snap := *s
+	s.Accept(frame(testMAC, 5))
+	require.Equal(t, snap, *s, "Accept does not modify the state")
+}
