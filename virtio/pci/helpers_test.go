@@ -3,6 +3,7 @@ package virtiopci
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"os"
 	"slices"
 	"sync"
@@ -187,17 +188,17 @@ func (d *fakeDev) echo(t *testing.T, i int) {
 // noResetDev is fakeDev without per-queue reset.
 type noResetDev struct{ fd *fakeDev }
 
-func (d noResetDev) Type() virtio.DeviceType          { return d.fd.Type() }
-func (d noResetDev) Features() uint64                 { return d.fd.Features() }
-func (d noResetDev) AckFeatures(f uint64)             { d.fd.AckFeatures(f) }
-func (d noResetDev) ReadConfig(o uint64, p []byte)    { d.fd.ReadConfig(o, p) }
-func (d noResetDev) WriteConfig(o uint64, p []byte)   { d.fd.WriteConfig(o, p) }
-func (d noResetDev) QueueMaxSizes() []uint16          { return d.fd.QueueMaxSizes() }
-func (d noResetDev) Reset()                           { d.fd.Reset() }
-func (d noResetDev) ConfigSize() int                  { return d.fd.ConfigSize() }
-func (d noResetDev) LegacyOnlyFeatures() uint64       { return d.fd.LegacyOnlyFeatures() }
-func (d noResetDev) BadFeatures() uint64              { return d.fd.BadFeatures() }
-func (d noResetDev) ValidateFeatures(f uint64) error  { return nil }
+func (d noResetDev) Type() virtio.DeviceType         { return d.fd.Type() }
+func (d noResetDev) Features() uint64                { return d.fd.Features() }
+func (d noResetDev) AckFeatures(f uint64)            { d.fd.AckFeatures(f) }
+func (d noResetDev) ReadConfig(o uint64, p []byte)   { d.fd.ReadConfig(o, p) }
+func (d noResetDev) WriteConfig(o uint64, p []byte)  { d.fd.WriteConfig(o, p) }
+func (d noResetDev) QueueMaxSizes() []uint16         { return d.fd.QueueMaxSizes() }
+func (d noResetDev) Reset()                          { d.fd.Reset() }
+func (d noResetDev) ConfigSize() int                 { return d.fd.ConfigSize() }
+func (d noResetDev) LegacyOnlyFeatures() uint64      { return d.fd.LegacyOnlyFeatures() }
+func (d noResetDev) BadFeatures() uint64             { return d.fd.BadFeatures() }
+func (d noResetDev) ValidateFeatures(f uint64) error { return nil }
 func (d noResetDev) Activate(m *memory.Memory, q []*queue.Queue, k []*virtio.Kick, i virtio.Interrupt) error {
 	return d.fd.Activate(m, q, k, i)
 }
@@ -384,7 +385,7 @@ func newEnvDev(t *testing.T, fd *fakeDev, dev virtio.Device, opts ...envOpt) *en
 	mem, err := queuetest.NewMemory(memSize)
 	require.NoError(t, err)
 	e.mem = mem
-	o := Options{Vectors: 4}
+	o := Options{Vectors: 4, Logger: slog.New(slog.DiscardHandler)}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -490,12 +491,14 @@ func (e *env) common(off uint64, n int) uint64 { return e.barRead(BARModern, Com
 func (e *env) setCommon(off uint64, n int, v uint64) {
 	e.barWrite(BARModern, CommonCfgOffset+off, n, v)
 }
-func (e *env) legacyReg(off uint64, n int) uint64       { return e.barRead(BARLegacy, off, n) }
-func (e *env) setLegacy(off uint64, n int, v uint64)   { e.barWrite(BARLegacy, off, n, v) }
-func (e *env) status() uint8                           { return e.tr.State().Status() }
-func (e *env) needsReset() bool                        { return e.status()&virtio.StatusDeviceNeedsReset != 0 }
-func (e *env) busMaster()                              { e.cfgWrite(pci.RegCommand, 2, e.cfgRead(pci.RegCommand, 2)|pci.CommandBusMaster) }
-func (e *env) command(v uint16)                        { e.cfgWrite(pci.RegCommand, 2, uint64(v)) }
+func (e *env) legacyReg(off uint64, n int) uint64    { return e.barRead(BARLegacy, off, n) }
+func (e *env) setLegacy(off uint64, n int, v uint64) { e.barWrite(BARLegacy, off, n, v) }
+func (e *env) status() uint8                         { return e.tr.State().Status() }
+func (e *env) needsReset() bool                      { return e.status()&virtio.StatusDeviceNeedsReset != 0 }
+func (e *env) busMaster() {
+	e.cfgWrite(pci.RegCommand, 2, e.cfgRead(pci.RegCommand, 2)|pci.CommandBusMaster)
+}
+func (e *env) command(v uint16) { e.cfgWrite(pci.RegCommand, 2, uint64(v)) }
 func (e *env) msixControl(enable, maskAll bool) {
 	var v uint64
 	if enable {
