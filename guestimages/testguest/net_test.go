@@ -254,17 +254,23 @@ func TestQEMUNetRSC(t *testing.T) {
 
 // TestQEMUNetRSCOff: the same burst is delivered segment by segment when the
 // guest does not negotiate RSC_EXT, or negotiates it but then sends
-// OFFLOADS_SET without bit 61 (which QEMU reads as "RSC off").
+// OFFLOADS_SET without bit 61 (which QEMU reads as "RSC off") -- even an
+// OFFLOADS_SET that QEMU rejects (a non-offload bit, answered ERR) turns RSC
+// off, because QEMU updates the RSC state before validating the mask.
 func TestQEMUNetRSCOff(t *testing.T) {
 	for _, cmdline := range []string{
 		"net=1 pci=0 memmap=0 rx=6 rxwait=20000",
 		"net=1 pci=0 memmap=0 rsc=1 ctrl=offloads:0x182 rx=6 rxwait=20000",
+		"net=1 pci=0 memmap=0 rsc=1 ctrl=offloads:0x8000 rx=6 rxwait=20000",
 	} {
 		burst := flowSegments(1000, 6, 1000, header.TCPFlagACK)
 		out := netSession(t, cmdline, rscNIC, func(ctx context.Context, s *Session) {
 			require.NoError(t, s.Inject(burst...))
 		})
 		requireRx(t, burst, out.Net.Rx)
+		if strings.Contains(cmdline, "0x8000") {
+			require.Equal(t, 1, out.Net.Ctrl[0].Ack, "ERR")
+		}
 		for _, p := range out.Net.Rx {
 			require.Nil(t, p.RSC, cmdline)
 			require.Zero(t, p.Flags, cmdline)

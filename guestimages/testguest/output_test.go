@@ -153,11 +153,24 @@ func FuzzParseOutput(f *testing.F) {
 	f.Add([]byte("rscvm-testguest: start\ntrap vector=13 error=0x0 rip=0x1 cs=0x8 rflags=0x2 rsp=0x0 cr2=0x0\n"))
 	f.Add([]byte("pci 00:00.0 vendor=8086 device=1237 rev=02 class=060000 hdr=00 mf=0 subsys=0:0 cmd=0 pin=0 line=0\ncaps 00:00.0 05@40(msi ctrl=0x0080) 10@50\n"))
 	f.Add([]byte("cmdline \"a=\"b\" c\" truncated\r\nopt a=\"b\"\n"))
+	netSample, err := os.ReadFile(filepath.Join("testdata", "qemu-net.txt"))
+	require.NoError(f, err)
+	f.Add(netSample)
+	f.Add([]byte("rxdata n=0 off=0 0001\nrxdata n=0 off=2 02\nrx n=0 len=3 bufs=1 flags=04 gso_type=01 hdr_len=0 gso_size=0 csum_start=2 csum_offset=0 num_buffers=1 sum=0\nrsc n=0 segs=2 dupacks=0\n"))
+	f.Add([]byte("ctrl n=0 class=0 cmd=0 len=1 ack=timeout\nvirtio rings rx=0:256 tx=1:256 ctrl=2:64 hdr_len=12 event_idx=0\nvirtio error x\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out, err := ParseOutput(data)
 		require.NotNil(t, out)
 		if err != nil {
 			return
+		}
+		if n := out.Net; n != nil {
+			for _, p := range n.Rx {
+				require.LessOrEqual(t, len(p.Data), maxRxData)
+			}
+			if n.Queues != nil {
+				require.LessOrEqual(t, len(n.Queues.Sizes), maxLine)
+			}
 		}
 		for i := range out.PCI {
 			fn := &out.PCI[i]
@@ -168,4 +181,111 @@ func FuzzParseOutput(f *testing.F) {
 			require.Equal(t, fn.BDF(), got.BDF())
 		}
 	})
+}
+
+func TestParseOutputNetSample(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "qemu-net.txt"))
+	require.NoError(t, err)
+	out, err := ParseOutput(data)
+	require.NoError(t, err)
+	require.True(t, out.Done)
+	n := out.Net
+	require.NotNil(t, n)
+	require.Empty(t, n.Errors)
+	require.Equal(t, &VirtioDevice{Bus: 0, Dev: 2, Fn: 0, Vendor: 0x1af4, Device: 0x1000, Mode: "modern", Attrs: n.Device.Attrs}, n.Device)
+	require.Equal(t, "bar4+0x3000", n.Device.Attrs["notify"])
+	require.Equal(t, &Features{Offered: 0x2000010130bfffa7, Wanted: 0x20000001008799a7, Negotiated: 0x20000001008799a7, Status: 0x0b}, n.Features)
+	require.True(t, n.Features.Has(61))
+	require.False(t, n.Features.Has(22))
+	require.False(t, n.Features.Has(64))
+	require.Equal(t, &NetConfig{MAC: "52:54:00:12:34:56", Status: 1, MaxPairs: 65535, MTU: 65535}, n.Config)
+	require.Equal(t, &Queues{Num: 3, Sizes: []uint16{256, 256, 64}}, n.Queues)
+	require.Equal(t, &MSIX{TableSize: 4, Config: 0xffff, RX: 0xffff, TX: 0xffff, Ctrl: 0xffff}, n.MSIX)
+	require.Equal(t, &Rings{RXSize: 256, TXSize: 256, CtrlIndex: 2, CtrlSize: 64, HdrLen: 12}, n.Rings)
+	require.Equal(t, &Ready{Status: 0x0f, RxBufs: 256, BufSize: 4096, Descs: 1, Mode: "mrg", Heap: 1085440}, n.Ready)
+	require.Len(t, n.Ctrl, 13)
+	require.Equal(t, CtrlResult{N: 9, Class: 5, Cmd: 0, Len: 8, Ack: 1, UsedLen: 1}, n.Ctrl[9])
+	require.Equal(t, []string{`ctrl unknown command "nosuch"`}, n.UnknownCtrl)
+	require.Equal(t, []TxFrame{{N: 0, Len: 60, Sum: 0xad4b1f60}, {N: 1, Len: 60, Sum: 0x8c141a40}}, n.Tx)
+	require.Equal(t, &TxEnd{Sent: 2, Done: 2, Reason: "count"}, n.TxEnd)
+	require.Len(t, n.Rx, 5)
+	for i, p := range n.Rx {
+		require.Equal(t, uint32(i), p.N)
+		require.Len(t, p.Data, int(p.Len), "rxdata of packet %d", i)
+		require.Equal(t, p.Sum, FrameSum(p.Data), "sum of packet %d", i)
+		require.Equal(t, uint16(1), p.NumBuffers)
+	}
+	require.Equal(t, &RxEnd{Packets: 5, Reason: "count"}, n.RxEnd)
+	require.Equal(t, &VirtioDone{Status: 0x0f, Kicks: [3]uint32{1, 1, 13}}, n.Done)
+	require.Equal(t, int64(73285), out.ElapsedMicros)
+}
+
+func TestParseOutputNetLines(t *testing.T) {
+	out, err := ParseOutput([]byte(
+		"virtio dev 00:04.0 id=1af4:1000 rev=00 mode=legacy io=0xc000 cmd=0107\n" +
+			"virtio error rx n=3 used len=5000 outside [12,4096]\n" +
+			"rx n=0 len=10054 bufs=3 flags=04 gso_type=01 hdr_len=0 gso_size=0 csum_start=10 csum_offset=0 num_buffers=3 sum=ddf90d6a\n" +
+			"rsc n=0 segs=10 dupacks=0\n" +
+			"ctrl n=0 class=0 cmd=0 len=1 ack=timeout\n" +
+			"ctrl n=1 class=0 cmd=0 len=1 ack=none\n" +
+			"ctrl n=2 class=0 cmd=0 len=1 ack=error\n" +
+			"ctrl n=3 class=0 cmd=0 len=1 ack=255 used_len=0\n" +
+			"virtio queues num=0 sizes=\n" +
+			"txend sent=1 done=0 reason=timeout\n" +
+			"rxend packets=1 reason=idle\n" +
+			"virtio done status=4f reset=00 kicks=1,2,3\n"))
+	require.NoError(t, err)
+	n := out.Net
+	require.Equal(t, "legacy", n.Device.Mode)
+	require.Equal(t, uint8(4), n.Device.Dev)
+	require.Equal(t, []string{"rx n=3 used len=5000 outside [12,4096]"}, n.Errors)
+	require.Equal(t, &RSCInfo{Segments: 10}, n.Rx[0].RSC)
+	require.Equal(t, uint8(4), n.Rx[0].Flags)
+	require.Equal(t, []int{CtrlAckTimeout, CtrlAckNone, CtrlAckError, 255}, []int{n.Ctrl[0].Ack, n.Ctrl[1].Ack, n.Ctrl[2].Ack, n.Ctrl[3].Ack})
+	require.Equal(t, &Queues{}, n.Queues)
+	require.Equal(t, &TxEnd{Sent: 1, Reason: "timeout"}, n.TxEnd)
+	require.Equal(t, &RxEnd{Packets: 1, Reason: "idle"}, n.RxEnd)
+	require.Equal(t, &VirtioDone{Status: 0x4f, Kicks: [3]uint32{1, 2, 3}}, n.Done)
+}
+
+func TestParseOutputRejectsMalformedNet(t *testing.T) {
+	for _, line := range []string{
+		"virtio",
+		"virtio nosuch x=1",
+		"virtio dev 00:02.0 id=1af4 rev=00 mode=modern",
+		"virtio dev 00:02.0 id=1af4:1000 rev=00 mode=weird",
+		"virtio dev",
+		"virtio features offered=0x1 offered_hi=0x0 wanted=0x1 negotiated=0x1",
+		"virtio features offered=0xz offered_hi=0x0 wanted=0x1 negotiated=0x1 status=0b",
+		"virtio config mac=52:54 status=0001 max_pairs=1 mtu=1 generation=0",
+		"virtio queues num=3",
+		"virtio queues num=3 sizes=256,x",
+		"virtio msix table_size=4 enabled=2 config=ffff rx=ffff tx=ffff ctrl=ffff",
+		"virtio rings rx=0 tx=1:256 ctrl=2:64 hdr_len=12 event_idx=0",
+		"virtio done status=0f reset=00 kicks=1,2",
+		"ready status=0f",
+		"ctrl n=0 class=0 cmd=0 len=1 ack=maybe",
+		"ctrl n=0 class=300 cmd=0 len=1 ack=0 used_len=1",
+		"ctrl n=0 class=0 cmd=0 len=1 ack=0",
+		"tx n=0 len=60 sum=1234",
+		"tx n=0 len=60 ok",
+		"txend sent=1 done=1",
+		"rx n=0 len=60",
+		"rsc n=0 segs=2 dupacks=0",
+		"rxdata n=0 off=0 zz",
+		"rxdata n=0 off=4 00",
+		"rxdata n=0 00",
+		"rxend packets=1",
+	} {
+		_, err := ParseOutput([]byte(line + "\n"))
+		require.ErrorIs(t, err, ErrMalformed, line)
+	}
+	// An rsc line must follow the rx line of the same packet.
+	_, err := ParseOutput([]byte("rx n=0 len=60 bufs=1 flags=04 gso_type=01 hdr_len=0 gso_size=0 csum_start=2 csum_offset=0 num_buffers=1 sum=0\nrsc n=1 segs=2 dupacks=0\n"))
+	require.ErrorIs(t, err, ErrMalformed)
+}
+
+func TestFrameSum(t *testing.T) {
+	require.Equal(t, uint32(0x811c9dc5), FrameSum(nil), "FNV-1a 32 offset basis")
+	require.Equal(t, uint32(0xe40c292c), FrameSum([]byte("a")))
 }
