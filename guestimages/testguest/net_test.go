@@ -576,3 +576,30 @@ func TestQEMUNetKVM(t *testing.T) {
 	checkTxLines(t, out, sent)
 	t.Logf("guest start-to-done under KVM: %d us", out.ElapsedMicros)
 }
+
+// TestQEMUNetHighBAR: a 2 GiB 64-bit BAR on another device makes SeaBIOS put
+// the 64-bit BARs above 4 GiB; the driver maps BAR4 there on demand.
+func TestQEMUNetHighBAR(t *testing.T) {
+	elfPath := guestELF(t)
+	requireNetEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	frame := tcpSegment(guestMAC, 1, 100, header.TCPFlagACK)
+	s, err := StartSession(ctx, SessionConfig{ELF: elfPath, Log: t.Logf,
+		Cmdline: "net=1 memmap=0 caps=0 tx=1 rx=1 rxwait=20000",
+		Command: QEMUCommand(QEMUOptions{Extra: []string{"-device", "pci-testdev,membar=2G"}})})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	_, err = s.WaitReady(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.Inject(frame))
+	sent := requireTx(ctx, t, s, 1, false)
+	out, err := s.Wait(ctx)
+	require.NoError(t, err)
+	nic := out.Device(0x1af4, 0x1000)
+	require.NotNil(t, nic)
+	require.GreaterOrEqual(t, nic.BARs[4].Addr, uint64(1)<<32, "BAR4 above 4 GiB")
+	require.Empty(t, out.Net.Errors)
+	requireRx(t, [][]byte{frame}, out.Net.Rx)
+	checkTxLines(t, out, sent)
+}
