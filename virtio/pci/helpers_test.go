@@ -629,3 +629,6 @@ func newMem() (*memory.Memory, error) { return queuetest.NewMemory(memSize) }
 type noSizer struct{ *fakeDev }
 
 func (noSizer) ConfigSize() {}
+
+func bufR(s string) queuetest.Buffer { return queuetest.R([]byte(s)) }
+func bufW(n uint32) queuetest.Buffer { return queuetest.W(n) }
