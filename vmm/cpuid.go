@@ -17,6 +17,7 @@ const (
 	cpuidLeafKVMFeatures = 0x40000001
 
 	cpuid1EDXHTT        = 1 << 28
+	cpuid1ECXX2APIC     = 1 << 21
 	cpuid1ECXHypervisor = 1 << 31
 
 	topoLevelSMT  = 1
@@ -30,13 +31,18 @@ const (
 	kvmHypercallFeatures   = kvmFeaturePVUnhalt | kvmFeaturePVSendIPI | kvmFeaturePVSchedYield
 )
 
-// hostEmulatesVMCALL reports whether the host's KVM executes the guest's
-// VMCALL. kvm_pvm, a software KVM that runs guest kernel code through KVM's
-// instruction emulator, cannot (docs: guest-images.md): a guest using PV
-// IPIs there never wakes its other vCPUs.
-func hostEmulatesVMCALL() bool {
+// hostIsSoftwareKVM reports whether the host's KVM is kvm_pvm, a software
+// KVM that runs guest kernel code through KVM's instruction emulator
+// (docs: guest-images.md). Two of its gaps break SMP guests, so the machine
+// hides the features that lead a guest into them:
+//   - it cannot execute VMCALL, so KVM's hypercall-based PV features (PV
+//     IPIs, PV unhalt, PV sched-yield) never reach the other vCPU;
+//   - IPIs sent through the x2APIC ICR MSR are not delivered (a 2-vCPU
+//     Linux hangs in stop_machine when it switches clocksource), while the
+//     xAPIC's memory-mapped ICR works.
+func hostIsSoftwareKVM() bool {
 	_, err := os.Stat("/sys/module/kvm_pvm")
-	return err != nil
+	return err == nil
 }
 
 // KVM's hypervisor signature "KVMKVMKVM\0\0\0" as EBX, ECX, EDX.
@@ -55,11 +61,11 @@ const (
 // PV EOI...). Nothing else is masked: KVM reports only features it can
 // virtualise. Features the host's software KVM cannot emulate (see
 // docs/guest-images.md) are masked on the guest kernel command line instead,
-// which Linux honours reliably. The exception is the KVM paravirtual
-// features that need the VMCALL instruction, hidden when hypercalls is false
-// (a host that cannot execute VMCALL): the guest then falls back to plain
-// APIC IPIs and native spinlocks.
-func guestCPUID(supported []kvm.CPUIDEntry, apicID, cpus int, hypercalls bool) []kvm.CPUIDEntry {
+// which Linux honours reliably. The exceptions are for a software KVM
+// (softKVM, see hostIsSoftwareKVM): x2APIC and the KVM paravirtual features
+// that need VMCALL are hidden, and the guest falls back to xAPIC IPIs and
+// native spinlocks.
+func guestCPUID(supported []kvm.CPUIDEntry, apicID, cpus int, softKVM bool) []kvm.CPUIDEntry {
 	coreShift := uint32(bits.Len(uint(cpus - 1))) // bits of APIC ID that number the cores
 	out := make([]kvm.CPUIDEntry, 0, len(supported)+6)
 	var maxBasic uint32
@@ -76,13 +82,16 @@ func guestCPUID(supported []kvm.CPUIDEntry, apicID, cpus int, hypercalls bool) [
 				e.EDX |= cpuid1EDXHTT
 			}
 			e.ECX |= cpuid1ECXHypervisor
+			if softKVM {
+				e.ECX &^= cpuid1ECXX2APIC
+			}
 		case cpuidLeafHypervisor:
 			sawHV = true
 			e.EAX = max(e.EAX, cpuidLeafKVMFeatures)
 			e.EBX, e.ECX, e.EDX = kvmSigEBX, kvmSigECX, kvmSigEDX
 		case cpuidLeafKVMFeatures:
 			sawKVMFeatures = true
-			if !hypercalls {
+			if softKVM {
 				e.EAX &^= kvmHypercallFeatures
 			}
 		}

@@ -214,9 +214,9 @@ func (m *Machine) initVCPUs(n int) error {
 	if err != nil {
 		return fmt.Errorf("vmm: %w", err)
 	}
-	hypercalls := hostEmulatesVMCALL()
-	if !hypercalls {
-		m.log.Debug("host KVM cannot execute VMCALL (kvm_pvm): hiding KVM PV IPI, PV unhalt and PV sched-yield from the guest")
+	softKVM := hostIsSoftwareKVM()
+	if softKVM {
+		m.log.Debug("host KVM is the software kvm_pvm: hiding x2APIC and the VMCALL-based KVM PV features from the guest")
 	}
 	for id := 0; id < n; id++ {
 		kv, err := m.vm.CreateVCPU(id)
@@ -225,7 +225,7 @@ func (m *Machine) initVCPUs(n int) error {
 		}
 		v := &vcpu{id: id, kv: kv}
 		m.vcpus = append(m.vcpus, v)
-		if err := kv.SetCPUID2(guestCPUID(supported, id, n, hypercalls)); err != nil {
+		if err := kv.SetCPUID2(guestCPUID(supported, id, n, softKVM)); err != nil {
 			return fmt.Errorf("vmm: vCPU %d: %w", id, err)
 		}
 		// x87 and SSE in their power-on state (FINIT / reset MXCSR).

@@ -42,7 +42,7 @@ func TestGuestCPUIDAdjustments(t *testing.T) {
 		{Function: 0x40000000, EAX: 0x40000001},
 		{Function: 0x40000001, EAX: 0x1234},
 	}
-	got := guestCPUID(supported, 3, 6, true)
+	got := guestCPUID(supported, 3, 6, false)
 	find := func(fn, idx uint32) kvm.CPUIDEntry {
 		t.Helper()
 		var found []kvm.CPUIDEntry
@@ -73,7 +73,7 @@ func TestGuestCPUIDAdjustments(t *testing.T) {
 	require.Equal(t, uint32(0x1234), find(0x40000001, 0).EAX)
 
 	// Without the hypervisor leaves and with max basic leaf < 0xB.
-	got = guestCPUID([]kvm.CPUIDEntry{{Function: 0, EAX: 0xA}, {Function: 1}}, 0, 1, true)
+	got = guestCPUID([]kvm.CPUIDEntry{{Function: 0, EAX: 0xA}, {Function: 1}}, 0, 1, false)
 	require.Len(t, got, 4)
 	l1 = got[1]
 	require.Equal(t, uint32(1), l1.EBX>>16&0xFF)
@@ -129,8 +129,8 @@ func TestConfigValidation(t *testing.T) {
 	require.ErrorContains(t, err, "/nonexistent/kvm")
 }
 
-func TestGuestCPUIDHidesHypercallFeatures(t *testing.T) {
-	supported := []kvm.CPUIDEntry{{Function: 0, EAX: 1}, {Function: 1}, {Function: cpuidLeafHypervisor, EAX: cpuidLeafKVMFeatures},
+func TestGuestCPUIDOnSoftwareKVM(t *testing.T) {
+	supported := []kvm.CPUIDEntry{{Function: 0, EAX: 1}, {Function: 1, ECX: 1 << 21}, {Function: cpuidLeafHypervisor, EAX: cpuidLeafKVMFeatures},
 		{Function: cpuidLeafKVMFeatures, EAX: 0xFFFF}}
 	find := func(es []kvm.CPUIDEntry) uint32 {
 		for _, e := range es {
@@ -141,8 +141,18 @@ func TestGuestCPUIDHidesHypercallFeatures(t *testing.T) {
 		t.Fatal("no KVM features leaf")
 		return 0
 	}
-	require.Equal(t, uint32(0xFFFF), find(guestCPUID(supported, 0, 2, true)))
-	got := find(guestCPUID(supported, 0, 2, false))
+	require.Equal(t, uint32(0xFFFF), find(guestCPUID(supported, 0, 2, false)))
+	got := find(guestCPUID(supported, 0, 2, true))
 	require.Zero(t, got&(1<<7|1<<11|1<<13), "PV unhalt, PV send-IPI and PV sched-yield need VMCALL")
 	require.Equal(t, uint32(0xFFFF&^(1<<7|1<<11|1<<13)), got, "every other PV feature stays")
+	x2apic := func(es []kvm.CPUIDEntry) bool {
+		for _, e := range es {
+			if e.Function == 1 {
+				return e.ECX&(1<<21) != 0
+			}
+		}
+		return false
+	}
+	require.True(t, x2apic(guestCPUID(supported, 0, 2, false)))
+	require.False(t, x2apic(guestCPUID(supported, 0, 2, true)), "x2APIC IPIs are lost on kvm_pvm")
 }
