@@ -3,7 +3,7 @@
 # tinyconfig + rscvm.config, patched with rscvm.patch, bzImage and vmlinux.
 #
 # Usage: build-linux.sh OUTDIR
-#   writes OUTDIR/linux/{bzImage,vmlinux,cmdline.txt,config,kver}
+#   writes OUTDIR/linux/{bzImage,vmlinux,cmdline.txt,config,kver,cpufeatures.h}
 #
 # The build is cached outside the clone in $RSCVM_CACHE (default
 # /var/cache/rscvm) as linux-<sha256 of the inputs>/: the linux-source package
@@ -149,7 +149,7 @@ cpuid_numbers() {
 	((${#want} <= 128)) || die "clearcpuid argument is ${#want} characters; 6.1 accepts 128"
 
 	mkdir -p "$outdir/linux"
-	for f in bzImage vmlinux config kver; do
+	for f in bzImage vmlinux config kver cpufeatures.h; do
 		cmp -s "$dir/$f" "$outdir/linux/$f" 2>/dev/null || cp "$dir/$f" "$outdir/linux/$f"
 	done
 	cmp -s "$here/cmdline.txt" "$outdir/linux/cmdline.txt" 2>/dev/null || cp "$here/cmdline.txt" "$outdir/linux/cmdline.txt"
