@@ -89,6 +89,17 @@ func QEMUCommand(opts QEMUOptions) VMMCommand {
 	}
 }
 
+// RscvmCommand runs `BINARY boot -kernel ELF -append CMDLINE -m 128 -serial
+// stdio [extra...] -netdev ... -device ...`, the rscvm spelling of what
+// QEMUCommand does.
+func RscvmCommand(binary string, extra ...string) VMMCommand {
+	return func(elf, cmdline string, nic NIC) []string {
+		argv := []string{binary, "boot", "-kernel", elf, "-append", cmdline, "-m", "128", "-serial", "stdio"}
+		argv = append(argv, extra...)
+		return append(argv, nic.Args()...)
+	}
+}
+
 // SessionConfig configures StartSession.
 type SessionConfig struct {
 	// ELF is the guest image (see Build).
