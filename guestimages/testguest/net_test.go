@@ -341,8 +341,9 @@ func TestNetRSCOff(t *testing.T) {
 
 // TestNetModes runs receive and transmit through each buffer layout and
 // transport: mergeable 4 KiB buffers, "big" 65562-byte chains (no MRG_RXBUF,
-// guest TSO), small 1530-byte buffers, the legacy interface, MSI-X vectors
-// with smaller queues and event indexes.
+// guest TSO), small 1530-byte buffers, the legacy interface, a modern-only
+// device (1af4:1041) with 100-entry queues and buffers posted before
+// DRIVER_OK, MSI-X vectors with smaller queues and event indexes.
 func TestNetModes(t *testing.T) {
 	for _, tc := range []struct {
 		name, cmdline string
@@ -351,6 +352,7 @@ func TestNetModes(t *testing.T) {
 		bufSize       uint32
 		jumbo         bool // inject a 9014-byte frame too
 		partial       bool // txcsum=1 with CSUM negotiated
+		props         []string
 		check         func(t *testing.T, n *NetReport)
 	}{
 		{name: "mrg", cmdline: "txsplit=1 txcsum=1", mode: "mrg", hdrLen: 12, bufSize: 4096, jumbo: true, partial: true},
@@ -373,6 +375,14 @@ func TestNetModes(t *testing.T) {
 				require.Equal(t, uint8(0x03), n.Features.Status, "no FEATURES_OK in legacy mode")
 				require.Equal(t, uint8(0x07), n.Ready.Status)
 			}},
+		{name: "modern-only", cmdline: "qsize=100 rxearly=1", mode: "mrg", hdrLen: 12, bufSize: 4096, jumbo: true,
+			props: []string{"disable-legacy=on"},
+			check: func(t *testing.T, n *NetReport) {
+				require.Equal(t, uint16(0x1041), n.Device.Device)
+				require.Equal(t, uint8(1), n.Device.Rev)
+				require.Equal(t, uint16(100), n.Rings.RXSize, "a queue size that is not a power of two")
+				require.Equal(t, uint32(100), n.Ready.RxBufs)
+			}},
 		{name: "legacy-small", cmdline: "legacy=1 features=0x20", mode: "small", hdrLen: 10, bufSize: 1528},
 		{name: "msix-eventidx", cmdline: "msix=1 qsize=64 features=0x1208799a7", mode: "mrg", hdrLen: 12, bufSize: 4096,
 			check: func(t *testing.T, n *NetReport) {
@@ -391,7 +401,7 @@ func TestNetModes(t *testing.T) {
 			}
 			var sent [][]byte
 			out := netSession(t, "net=1 pci=0 memmap=0 tx=4 txlen=1514 rxwait=20000 rx="+
-				strconv.Itoa(len(frames))+" "+tc.cmdline, NIC{MTU: 9000},
+				strconv.Itoa(len(frames))+" "+tc.cmdline, NIC{MTU: 9000, DeviceProps: tc.props},
 				func(ctx context.Context, s *Session) {
 					require.NoError(t, s.Inject(frames...))
 					sent = requireTx(ctx, t, s, 4, tc.partial)
