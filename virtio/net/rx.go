@@ -1,0 +1,554 @@
+package virtionet
+
+import (
+	"encoding/binary"
+
+	"github.com/rscvm/rscvm/net/header"
+	"github.com/rscvm/rscvm/rsc"
+)
+
+// rxResult is the outcome of one receive attempt.
+type rxResult uint8
+
+const (
+	rxNext    rxResult = iota // a frame was handled (delivered or dropped): go on
+	rxEmpty                   // the backend has nothing (or failed): end of batch
+	rxBlocked                 // the ring is full, or the queue broke: stop
+)
+
+// hdrVerdict is the result of checking a TAP header against the guest's
+// current offloads.
+type hdrVerdict uint8
+
+const (
+	hdrOK       hdrVerdict = iota
+	hdrDropGSO             // GSO type the driver did not enable
+	hdrDropCsum            // checksum offsets outside the frame
+	hdrNeedCsum            // NEEDS_CSUM for a driver without GUEST_CSUM: complete it
+)
+
+// gsoOffloads are the guest offloads that let the TAP hand over GSO frames.
+const gsoOffloads = 1<<FeatureGuestTSO4 | 1<<FeatureGuestTSO6 | 1<<FeatureGuestUFO |
+	1<<FeatureGuestUSO4 | 1<<FeatureGuestUSO6
+
+// nonGSOFrame is the largest frame expected without GSO offloads (1500-byte
+// MTU, one VLAN tag); larger ones spill into the overflow buffer.
+const nonGSOFrame = 1500 + header.EthernetMinSize + header.VLANTagSize
+
+// checkHdr validates h (as the TAP wrote it) for a frame of n bytes against
+// the current offloads and rewrites it as the driver may see it.
+func (w *worker) checkHdr(h *header.VirtioNetHdr, n int) hdrVerdict {
+	off := w.cfg.offloads
+	csum := has(off, FeatureGuestCSUM)
+	h.Flags &= header.VirtioNetHdrFNeedsCsum | header.VirtioNetHdrFDataValid
+	h.NumBuffers = 0
+	if h.GSOType != header.VirtioNetHdrGSONone {
+		ok := false
+		switch h.GSOType &^ header.VirtioNetHdrGSOECN {
+		case header.VirtioNetHdrGSOTCPv4:
+			ok = has(off, FeatureGuestTSO4)
+		case header.VirtioNetHdrGSOTCPv6:
+			ok = has(off, FeatureGuestTSO6)
+		case header.VirtioNetHdrGSOUDP:
+			ok = has(off, FeatureGuestUFO)
+		case header.VirtioNetHdrGSOUDPL4:
+			ok = has(off, FeatureGuestUSO4) || has(off, FeatureGuestUSO6)
+		}
+		if h.GSOType&header.VirtioNetHdrGSOECN != 0 && !has(off, FeatureGuestECN) {
+			ok = false
+		}
+		if !ok || !csum || h.GSOSize == 0 {
+			return hdrDropGSO
+		}
+	}
+	if h.Flags&header.VirtioNetHdrFNeedsCsum != 0 {
+		if int(h.CsumStart)+int(h.CsumOffset)+2 > n {
+			return hdrDropCsum
+		}
+		if !csum {
+			return hdrNeedCsum
+		}
+	}
+	if !csum {
+		h.Flags = 0
+	}
+	return hdrOK
+}
+
+// completeCsum finishes a partial checksum in frame (bounds checked by
+// checkHdr) and returns the checksum field's offset.
+func completeCsum(h *header.VirtioNetHdr, frame []byte) int {
+	start := int(h.CsumStart)
+	at := start + int(h.CsumOffset)
+	c := ^header.Sum(frame[start:], 0)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(frame[at:at+2], c)
+	*h = header.VirtioNetHdr{}
+	return at
+}
+
+// need is the writable bytes to keep popped ahead with mergeable buffers.
+func (w *worker) need() int {
+	if has(w.cfg.offloads, FeatureGuestCSUM) && w.cfg.offloads&gsoOffloads != 0 {
+		return w.hdrLen + MaxFrameSize
+	}
+	return w.hdrLen + max(nonGSOFrame, int(w.d.cfg.HostMTU)+header.EthernetMinSize+header.VLANTagSize)
+}
+
+// prefetch pops chains until the FIFO holds at least bytes writable bytes
+// (mergeable) or one chain (otherwise), or the ring is empty. Chains too
+// small for the header are returned at once with length 0. It returns
+// false if the queue broke.
+func (w *worker) prefetch(bytes int) bool {
+	for w.pre.n < len(w.pre.buf) {
+		if w.mrg {
+			if w.pre.bytes >= bytes {
+				return true
+			}
+		} else if w.pre.n >= 1 {
+			return true
+		}
+		c, err := w.rxq.Pop()
+		if err != nil {
+			w.queueError(w.rxIdx, err)
+			return false
+		}
+		if c == nil {
+			return true
+		}
+		if int(c.WritableLen()) < w.hdrLen {
+			if err := w.rxq.AddUsed(c, 0); err != nil {
+				w.queueError(w.rxIdx, err)
+				return false
+			}
+			w.rxPublish = true
+			w.st.RxBadBuffers++
+			continue
+		}
+		if !w.mrg {
+			if n := int(c.WritableLen()) - w.hdrLen; w.minChain == 0 || n < w.minChain {
+				w.minChain = n
+			}
+		}
+		w.pre.push(c)
+	}
+	return true
+}
+
+// starve is called when the FIFO is empty: it arms the rx kick unless the
+// driver posted buffers meanwhile (then it returns false: pop again).
+func (w *worker) starve() bool {
+	more, err := w.rxq.EnableNotification()
+	if err != nil {
+		w.queueError(w.rxIdx, err)
+		return true
+	}
+	if more {
+		return false
+	}
+	w.starving = true
+	w.st.RxRingFull++
+	return true
+}
+
+// rxPass receives frames until the backend is empty, the budget is spent
+// or the ring is full. It reports whether more work is ready right away.
+func (w *worker) rxPass() bool {
+	if !w.rxOn || w.starving || w.stalled || len(w.pendReq) > 0 {
+		return false
+	}
+	defer w.finishRx()
+	if w.held {
+		if !w.retryHeld() {
+			w.stall()
+			return !w.stalled
+		}
+	}
+	if w.engine != nil && w.engine.Pending() > 0 && !w.engine.EndBatch(w.clock()) {
+		w.stall()
+		return !w.stalled
+	}
+	for i := 0; i < rxBudget; i++ {
+		var r rxResult
+		if w.cfg.rscOn() {
+			r = w.rxOneRSC()
+		} else {
+			r = w.rxOneDirect()
+		}
+		switch r {
+		case rxEmpty:
+			if w.engine != nil && w.engine.Pending() > 0 && !w.engine.EndBatch(w.clock()) {
+				w.stall()
+				return !w.stalled
+			}
+			return false
+		case rxBlocked:
+			return w.rxOn && !w.starving && !w.stalled
+		}
+		if !w.rxOn {
+			return false
+		}
+	}
+	return true
+}
+
+// finishRx publishes used entries and notifies the driver per EVENT_IDX.
+func (w *worker) finishRx() {
+	if !w.rxPublish || !w.rxOn {
+		return
+	}
+	w.rxPublish = false
+	w.rxq.PublishUsed()
+	if w.rxq.NeedsNotify() {
+		w.st.RxNotifications++
+		if err := w.irq.SignalQueue(w.rxIdx); err != nil {
+			w.d.guestWarn("virtio-net: rx interrupt", "queue", w.rxIdx, "err", err)
+		}
+	}
+	w.dirty = true
+}
+
+// accept runs the link, length and filter checks common to both paths on
+// a frame of n bytes whose first bytes are in head. It counts drops.
+func (w *worker) accept(n int, head []byte) bool {
+	w.dirty = true
+	switch {
+	case n > MaxFrameSize:
+		w.st.RxDropTooBig++
+	case !w.cfg.linkUp:
+		w.st.RxDropLinkDown++
+	case n < header.EthernetMinSize:
+		w.st.RxDropShort++
+	case !w.filter.Accept(head):
+		w.st.RxDropFiltered++
+	default:
+		return true
+	}
+	return false
+}
+
+// readErr handles a failed backend read.
+func (w *worker) readErr(err error) rxResult {
+	if isWouldBlock(err) {
+		return rxEmpty
+	}
+	w.st.RxDropBackend++
+	w.dirty = true
+	w.d.guestWarn("virtio-net: backend read", "pair", w.pair, "err", err)
+	return rxEmpty
+}
+
+// rxOneDirect reads one frame with readv straight into the popped chains
+// (zero copy), the tail of a frame longer than them landing in the host
+// overflow buffer.
+func (w *worker) rxOneDirect() rxResult {
+	if !w.prefetch(w.need()) {
+		return rxBlocked
+	}
+	if w.pre.n == 0 {
+		if w.starve() {
+			return rxBlocked
+		}
+		if !w.prefetch(w.need()) {
+			return rxBlocked
+		}
+		if w.pre.n == 0 {
+			return rxNext
+		}
+	}
+	// Build the iovecs: header scratch, the chains' writable memory (the
+	// first chain after the guest header), then the overflow buffer.
+	w.iovs = append(w.iovs[:0], w.hdr[:])
+	dataCap, chains := 0, 0
+	limit := w.pre.n
+	if !w.mrg {
+		limit = 1
+	}
+	for ; chains < limit && dataCap <= MaxFrameSize; chains++ {
+		c := w.pre.at(chains)
+		bufs := c.Writable()
+		if chains > 0 && len(w.iovs)+len(bufs) >= maxIovecs {
+			break
+		}
+		skip := 0
+		if chains == 0 {
+			skip = w.hdrLen
+		}
+		for _, b := range bufs {
+			if skip >= len(b) {
+				skip -= len(b)
+				continue
+			}
+			b = b[skip:]
+			skip = 0
+			w.iovs = append(w.iovs, b)
+			dataCap += len(b)
+		}
+	}
+	if dataCap <= MaxFrameSize {
+		w.iovs = append(w.iovs, w.big[BackendHdrSize+dataCap:])
+	}
+	n, err := w.bq.ReadV(w.iovs)
+	clear(w.iovs) // drop references to guest memory
+	if err != nil {
+		return w.readErr(err)
+	}
+	if n < BackendHdrSize {
+		w.st.RxDropShort++
+		w.dirty = true
+		return rxNext
+	}
+	L := n - BackendHdrSize
+	head := w.head[:min(L, len(w.head))]
+	w.frameRead(head, 0, dataCap)
+	if !w.accept(L, head) {
+		return rxNext
+	}
+	h, _ := header.DecodeVirtioNetHdr(w.hdr[:])
+	switch w.checkHdr(&h, L) {
+	case hdrDropGSO:
+		w.st.RxDropGSO++
+		return rxNext
+	case hdrDropCsum:
+		w.st.RxDropCsum++
+		return rxNext
+	case hdrNeedCsum:
+		w.frameRead(w.big[BackendHdrSize:BackendHdrSize+min(L, dataCap)], 0, dataCap)
+		at := completeCsum(&h, w.big[BackendHdrSize:BackendHdrSize+L])
+		w.frameWrite(w.big[BackendHdrSize+at:BackendHdrSize+at+2], at, dataCap)
+		w.st.RxCsumCompleted++
+	}
+	if spill := L - dataCap; spill > 0 {
+		if !w.mrg {
+			w.st.RxDropTooBig++
+			return rxNext
+		}
+		if !w.prefetch(w.hdrLen + L) {
+			return rxBlocked
+		}
+		if w.pre.bytes < w.hdrLen+L {
+			// Not enough buffers for the tail: keep the whole frame in host
+			// memory until the driver posts more.
+			w.frameRead(w.big[BackendHdrSize:BackendHdrSize+dataCap], 0, dataCap)
+			w.held, w.heldLen, w.heldHdr, w.heldRSC = true, L, h, false
+			w.stall()
+			return rxBlocked
+		}
+		pos := dataCap
+		for j := chains; pos < L; j++ {
+			c := w.pre.at(j)
+			k := min(L-pos, int(c.WritableLen()))
+			_ = c.Writer().WriteAt(w.big[BackendHdrSize+pos:BackendHdrSize+pos+k], 0)
+			pos += k
+		}
+	}
+	w.commit(h, L)
+	return rxNext
+}
+
+// frameRead copies frame bytes [off, off+len(p)) from the layout of the
+// last readv (guest segments w.iovs[1:] covering dataCap bytes, then the
+// overflow buffer).
+func (w *worker) frameRead(p []byte, off, dataCap int) {
+	w.frameCopy(p, off, dataCap, false)
+}
+
+// frameWrite stores p at frame offset off in the same layout.
+func (w *worker) frameWrite(p []byte, off, dataCap int) {
+	w.frameCopy(p, off, dataCap, true)
+}
+
+// frameCopy walks the chains in the FIFO (as laid out by rxOneDirect) and
+// the overflow buffer. The iovec array was cleared after the read, so the
+// walk recomputes the segments from the chains.
+func (w *worker) frameCopy(p []byte, off, dataCap int, write bool) {
+	pos := 0 // frame offset of the current segment
+	skip := w.hdrLen
+	for i := 0; i < w.pre.n && pos < dataCap && len(p) > 0; i++ {
+		for _, b := range w.pre.at(i).Writable() {
+			if skip >= len(b) {
+				skip -= len(b)
+				continue
+			}
+			b = b[skip:]
+			skip = 0
+			if pos+len(b) > dataCap {
+				b = b[:dataCap-pos]
+			}
+			if off < pos+len(b) && len(p) > 0 {
+				s := b[off-pos:]
+				var k int
+				if write {
+					k = copy(s, p)
+				} else {
+					k = copy(p, s)
+				}
+				p = p[k:]
+				off += k
+			}
+			pos += len(b)
+			if pos >= dataCap || len(p) == 0 {
+				break
+			}
+		}
+	}
+	if len(p) > 0 && off >= dataCap {
+		s := w.big[BackendHdrSize+off:]
+		if write {
+			copy(s, p)
+		} else {
+			copy(p, s)
+		}
+	}
+}
+
+// commit writes the guest header (num_buffers filled in) into the first
+// chain of the FIFO and completes the chains holding hdrLen+L bytes.
+func (w *worker) commit(h header.VirtioNetHdr, L int) {
+	total := w.hdrLen + L
+	nb, rem := 0, total
+	for rem > 0 && nb < w.pre.n {
+		rem -= min(rem, int(w.pre.at(nb).WritableLen()))
+		nb++
+	}
+	h.NumBuffers = uint16(nb)
+	if w.numBufs {
+		_ = h.Encode(w.out[:])
+	} else {
+		_ = h.EncodeLegacy(w.out[:])
+	}
+	// The header, num_buffers included, is written before any chain is
+	// completed (CVE-2021-3748).
+	_ = w.pre.at(0).Writer().WriteAt(w.out[:w.hdrLen], 0)
+	rem = total
+	for i := 0; i < nb; i++ {
+		c := w.pre.pop()
+		l := min(rem, int(c.WritableLen()))
+		rem -= l
+		if err := w.rxq.AddUsed(c, uint32(l)); err != nil {
+			w.queueError(w.rxIdx, err)
+			return
+		}
+	}
+	w.rxPublish = true
+	w.st.RxPackets++
+	w.st.RxBytes += uint64(L)
+	w.st.RxBuffers += uint64(nb)
+	w.dirty = true
+}
+
+// rxOneRSC reads one frame into the host buffer and passes it to the
+// coalescing engine.
+func (w *worker) rxOneRSC() rxResult {
+	n, err := w.bq.ReadV(w.bigIov())
+	if err != nil {
+		return w.readErr(err)
+	}
+	if n < BackendHdrSize {
+		w.st.RxDropShort++
+		w.dirty = true
+		return rxNext
+	}
+	L := n - BackendHdrSize
+	frame := w.big[BackendHdrSize:n]
+	if !w.accept(L, frame[:min(L, len(w.head))]) {
+		return rxNext
+	}
+	h, _ := header.DecodeVirtioNetHdr(w.big[:BackendHdrSize])
+	switch w.checkHdr(&h, L) {
+	case hdrDropGSO:
+		w.st.RxDropGSO++
+		return rxNext
+	case hdrDropCsum:
+		w.st.RxDropCsum++
+		return rxNext
+	case hdrNeedCsum:
+		completeCsum(&h, frame)
+		w.st.RxCsumCompleted++
+	}
+	if !w.engine.Input(w.clock(), rsc.Frame{Hdr: h, Data: frame}) {
+		w.held, w.heldLen, w.heldHdr, w.heldRSC = true, L, h, true
+		w.stall()
+		return rxBlocked
+	}
+	return rxNext
+}
+
+// bigIov is the single-element iovec array over the host buffer.
+func (w *worker) bigIov() [][]byte {
+	w.iovs = append(w.iovs[:0], w.big)
+	return w.iovs
+}
+
+// retryHeld tries again to deliver the held frame.
+func (w *worker) retryHeld() bool {
+	frame := w.big[BackendHdrSize : BackendHdrSize+w.heldLen]
+	var ok bool
+	if w.heldRSC && w.engine != nil {
+		ok = w.engine.Input(w.clock(), rsc.Frame{Hdr: w.heldHdr, Data: frame})
+	} else {
+		ok = w.deliverCopy(w.heldHdr, frame)
+	}
+	if ok {
+		w.held = false
+	}
+	return ok
+}
+
+// deliverRSC is the rsc engine's sink.
+func (w *worker) deliverRSC(h header.VirtioNetHdr, frame []byte) bool {
+	return w.deliverCopy(h, frame)
+}
+
+// deliverCopy copies a frame from host memory into the ring. It returns
+// false when the ring lacks buffers (the caller keeps the frame); a frame
+// that can never fit a non-mergeable chain is dropped (true).
+func (w *worker) deliverCopy(h header.VirtioNetHdr, frame []byte) bool {
+	if !w.rxOn {
+		w.st.RxDropReset++
+		w.dirty = true
+		return true
+	}
+	L := len(frame)
+	total := w.hdrLen + L
+	if !w.mrg {
+		if !w.prefetch(0) || !w.rxOn {
+			w.st.RxDropReset++
+			return true
+		}
+		if w.pre.n == 0 {
+			return false
+		}
+		c := w.pre.at(0)
+		if int(c.WritableLen()) < total {
+			w.st.RxDropTooBig++
+			w.dirty = true
+			return true
+		}
+		_ = c.Writer().WriteAt(frame, w.hdrLen)
+		w.commit(h, L)
+		return true
+	}
+	if !w.prefetch(total) || !w.rxOn {
+		w.st.RxDropReset++
+		return true
+	}
+	if w.pre.bytes < total {
+		return false
+	}
+	pos := 0
+	for j := 0; pos < L; j++ {
+		c := w.pre.at(j)
+		off, room := 0, int(c.WritableLen())
+		if j == 0 {
+			off, room = w.hdrLen, room-w.hdrLen
+		}
+		k := min(L-pos, room)
+		_ = c.Writer().WriteAt(frame[pos:pos+k], off)
+		pos += k
+	}
+	w.commit(h, L)
+	return true
+}
