@@ -349,7 +349,7 @@ const (
 
 // env is a pci.Bus with one transport at 00:03.0 over fake memory.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	pio, mmio *bus.Bus
 	pci       *pci.Bus
 	tr        *Transport
@@ -370,13 +370,13 @@ func vectors(n int) envOpt                { return func(o *Options) { o.Vectors 
 func modernOnly(o *Options)               { o.DisableLegacy = true }
 func legacyOnly(o *Options)               { o.DisableModern = true }
 
-func newEnv(t *testing.T, opts ...envOpt) *env {
+func newEnv(t testing.TB, opts ...envOpt) *env {
 	return newEnvDev(t, newFakeDev(), nil, opts...)
 }
 
 // newEnvDev builds the environment for fd, exposing dev (fd itself when
 // nil) to the transport.
-func newEnvDev(t *testing.T, fd *fakeDev, dev virtio.Device, opts ...envOpt) *env {
+func newEnvDev(t testing.TB, fd *fakeDev, dev virtio.Device, opts ...envOpt) *env {
 	t.Helper()
 	if dev == nil {
 		dev = fd

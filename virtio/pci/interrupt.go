@@ -231,16 +231,18 @@ func (s *irqState) updateLineLocked() error {
 	gsi := uint32(b[0])
 	s.t.cfg.SetINTxStatus(s.intxLevel)
 	want := s.intxLevel && !s.intxDisabled && gsi < maxINTxGSI
-	var errs []error
+	var err error
 	if s.lineHigh && (!want || gsi != s.lineGSI) {
-		errs = append(errs, s.setLevel(s.lineGSI, false))
+		err = s.setLevel(s.lineGSI, false)
 		s.lineHigh = false
 	}
 	if want && !s.lineHigh {
-		errs = append(errs, s.setLevel(gsi, true))
+		if e := s.setLevel(gsi, true); e != nil && err == nil {
+			err = e
+		}
 		s.lineHigh, s.lineGSI = true, gsi
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 func (s *irqState) setLevel(gsi uint32, high bool) error {

@@ -146,7 +146,7 @@ func (t *Transport) setPFNLocked(pfn uint32) {
 // that do not fit the device's configuration read all-ones (QEMU's
 // virtio_config_read*).
 func (t *Transport) configReadLocked(off uint64, n int) uint32 {
-	if off+uint64(n) > uint64(t.cfgSize) {
+	if !t.configFits(off, n) {
 		return 0xFFFFFFFF
 	}
 	b := t.scratch[:n]
@@ -157,10 +157,17 @@ func (t *Transport) configReadLocked(off uint64, n int) uint32 {
 // configWriteLocked writes n bytes of device configuration; accesses that
 // do not fit are dropped.
 func (t *Transport) configWriteLocked(off uint64, n int, val uint32) {
-	if off+uint64(n) > uint64(t.cfgSize) {
+	if !t.configFits(off, n) {
 		return
 	}
 	b := t.scratch[:n]
 	putLE(b, val)
 	t.dev.WriteConfig(off, b)
+}
+
+// configFits reports whether n bytes at off lie inside the device
+// configuration.
+func (t *Transport) configFits(off uint64, n int) bool {
+	size := uint64(t.cfgSize)
+	return n >= 0 && off <= size && uint64(n) <= size-off
 }

@@ -20,7 +20,7 @@ func (b modernBAR) Read(off uint64, data []byte) {
 func (b modernBAR) Write(off uint64, data []byte) {
 	t := b.t
 	// Notifications need no lock: the kicks never change.
-	if off >= NotifyOffset && off+uint64(len(data)) <= NotifyOffset+ModernRegionSize {
+	if off >= NotifyOffset && off < NotifyOffset+ModernRegionSize && uint64(len(data)) <= NotifyOffset+ModernRegionSize-off {
 		for i := 0; i < len(data); {
 			n := pieceSize(off+uint64(i), len(data)-i)
 			t.notify(uint32((off + uint64(i) - NotifyOffset) / NotifyOffMultiplier))

@@ -1,0 +1,5 @@
+//go:build !race
+
+package virtiopci
+
+const raceEnabled = false
