@@ -93,6 +93,10 @@ func bootGuest(ctx context.Context, cfg *bootConfig, stdout, stderr io.Writer) e
 		defer f.Close()
 		console = f
 	}
+	nics, err := parseNICs(cfg.Netdevs, cfg.Devices)
+	if err != nil {
+		return fmt.Errorf("boot: %w", err)
+	}
 	if _, err := os.Stat("/dev/kvm"); err != nil {
 		return fmt.Errorf("boot: /dev/kvm is not available (%v): rscvm needs KVM; load the kvm module or run on a machine with virtualization enabled", err)
 	}
@@ -105,8 +109,15 @@ func bootGuest(ctx context.Context, cfg *bootConfig, stdout, stderr io.Writer) e
 		return fmt.Errorf("boot: %w", err)
 	}
 	defer m.Close()
-	if len(cfg.Netdevs) > 0 || len(cfg.Devices) > 0 {
-		return errors.New("boot: -netdev/-device are not wired into the machine yet")
+	for _, nc := range nics {
+		nic, err := m.AddNIC(nc)
+		if err != nil {
+			return fmt.Errorf("boot: %w", err)
+		}
+		slog.Debug("virtio-net-pci", "slot", nic.Slot, "tap", nic.Tap.Name(), "mac", nc.Net.MAC.String())
+	}
+	if cfg.Stats {
+		defer printStats(stderr, m)
 	}
 	slog.Debug("booting", "kernel", cfg.Kernel, "format", m.Kind)
 	err = m.Run(ctx)
@@ -120,4 +131,17 @@ func bootGuest(ctx context.Context, cfg *bootConfig, stdout, stderr io.Writer) e
 	}
 	slog.Debug("guest stopped", "reason", reason)
 	return nil
+}
+
+// printStats writes every NIC's counters (virtqueue traffic, drops by
+// reason, the control queue and RSC) as JSON, one object per NIC.
+func printStats(w io.Writer, m *pc.PC) {
+	for _, n := range m.NICs() {
+		b, err := n.Device.Stats().JSON()
+		if err != nil {
+			slog.Warn("stats", "err", err)
+			continue
+		}
+		fmt.Fprintf(w, "rscvm: stats %s (slot %d):\n%s\n", n.Tap.Name(), n.Slot, b)
+	}
 }

@@ -45,6 +45,7 @@ type PC struct {
 
 	log    *slog.Logger
 	cancel context.CancelFunc // stops the serial input pump
+	nics   []*NIC
 }
 
 // New creates the machine, its platform devices and ACPI tables, and loads
@@ -137,6 +138,12 @@ func (p *PC) Close() error {
 		p.cancel()
 	}
 	var errs []error
+	// Devices before the VM: their irqfds and ioeventfds are deregistered
+	// from the VM, which must still be open. Close is called after Run has
+	// returned (or without Run), so no vCPU touches them any more.
+	for _, n := range p.nics {
+		errs = append(errs, n.close())
+	}
 	if p.UART != nil {
 		errs = append(errs, p.UART.Close())
 	}
