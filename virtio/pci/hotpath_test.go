@@ -100,7 +100,7 @@ func TestConcurrentSignalling(t *testing.T) {
 		_ = e.barRead(BARMSIX, MSIXPBAOffset, 4)
 		if i%50 == 49 {
 			e.setCommon(CommonDeviceStatus, 1, 0)
-			e.modernUp(bits(virtio.FeatureVersion1))
+			e.bringUp(bits(virtio.FeatureVersion1)) // may end in NEEDS_RESET: the workers call NeedsReset
 		}
 	}
 	close(stop)
