@@ -67,6 +67,11 @@ type Config struct {
 	// for guests that negotiated GUEST_TSO4/6 but not RSC_EXT and delivers
 	// the result as standard GSO packets.
 	RSCGSO bool
+	// RSCBatchFlush (x-rsc-batch-flush, rscvm only, default on) flushes
+	// coalesced packets at the end of every TAP read batch; off leaves
+	// rsc_interval as the only flush timer (QEMU's behaviour, which
+	// timing-based conformance tests such as the HCK RSC test expect).
+	RSCBatchFlush bool
 
 	// MAC is the station address (mac=); nil means a generated
 	// 52:54:00:xx:xx:xx address (NewDefaultMAC).
@@ -104,7 +109,7 @@ func DefaultConfig() Config {
 		GuestUFO: true, GuestAnnounce: true, HostTSO4: true, HostTSO6: true, HostECN: true, HostUFO: true,
 		MrgRxBuf: true, Status: true, CtrlVQ: true, CtrlRx: true, CtrlVLAN: true, CtrlRxExtra: true,
 		CtrlMACAddr: true, CtrlGuestOffloads: true,
-		RSCInterval: DefaultRSCInterval,
+		RSCInterval: DefaultRSCInterval, RSCBatchFlush: true,
 		RxQueueSize: DefaultQueueSize, TxQueueSize: DefaultQueueSize,
 		Speed:        SpeedUnknown,
 		IndirectDesc: true, EventIdx: true, AnyLayout: true, NotifyOnEmpty: true, QueueReset: true,
@@ -122,7 +127,7 @@ func (c *Config) boolProps() map[string]*bool {
 		"mrg_rxbuf": &c.MrgRxBuf, "status": &c.Status, "ctrl_vq": &c.CtrlVQ, "ctrl_rx": &c.CtrlRx,
 		"ctrl_vlan": &c.CtrlVLAN, "ctrl_rx_extra": &c.CtrlRxExtra, "ctrl_mac_addr": &c.CtrlMACAddr,
 		"ctrl_guest_offloads": &c.CtrlGuestOffloads, "mq": &c.MQ, "guest_rsc_ext": &c.GuestRSCExt,
-		"x-rsc-gso":     &c.RSCGSO,
+		"x-rsc-gso": &c.RSCGSO, "x-rsc-batch-flush": &c.RSCBatchFlush,
 		"indirect_desc": &c.IndirectDesc, "event_idx": &c.EventIdx, "any_layout": &c.AnyLayout,
 		"notify_on_empty": &c.NotifyOnEmpty, "queue_reset": &c.QueueReset,
 	}
@@ -149,12 +154,12 @@ var ignoredKeys = map[string]bool{
 // IsIgnored reports whether key is a property rscvm accepts and ignores
 // (the caller logs a warning): vhost, vhostforce, poll-us, ioeventfd, tx,
 // x-txtimer, x-txburst, romfile, rombar, bootindex, page-per-vq, ats, and
-// every other x-* key except x-rsc-gso.
+// every other x-* key except rscvm's x-rsc-gso and x-rsc-batch-flush.
 func IsIgnored(key string) bool {
 	if ignoredKeys[key] {
 		return true
 	}
-	return strings.HasPrefix(key, "x-") && key != "x-rsc-gso"
+	return strings.HasPrefix(key, "x-") && key != "x-rsc-gso" && key != "x-rsc-batch-flush"
 }
 
 // boolValues is how QEMU spells booleans (qapi_bool_parse).

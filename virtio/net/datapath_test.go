@@ -331,7 +331,7 @@ func TestBackPressure(t *testing.T) {
 				var f []byte
 				h := header.VirtioNetHdr{}
 				if tc.big {
-					h, f = gsoFrame(t, 20000+i*500)
+					h, f = gsoFrame(t, 10000+i*100)
 					f[60] = byte(i)
 				} else {
 					f = ethFrame(guestMAC, hostMAC, 0x0800, 1514, byte(i))
@@ -344,9 +344,9 @@ func TestBackPressure(t *testing.T) {
 			require.Equal(t, frames, be.Q(0).Pending())
 			got := 0
 			for got < frames {
-				g.PostRx(0, 3) // a trickle of buffers
+				g.PostRx(0, 16) // a trickle of buffers
 				for {
-					f, err := g.Recv(0, 50*time.Millisecond)
+					f, err := g.Recv(0, 10*time.Millisecond)
 					if err != nil {
 						break
 					}

@@ -434,7 +434,7 @@ func (w *worker) engineConfig() rsc.Config {
 	ec := rsc.Config{
 		IPv4: w.cfg.rsc4, IPv6: w.cfg.rsc6,
 		Interval:        w.d.cfg.RSCIntervalDuration(),
-		FlushAtBatchEnd: true,
+		FlushAtBatchEnd: w.d.cfg.RSCBatchFlush,
 		GSOMode:         w.cfg.gsoMode,
 		GuestECN:        has(w.cfg.offloads, FeatureGuestECN),
 		Timestamps:      true,

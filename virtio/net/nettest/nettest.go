@@ -198,6 +198,17 @@ func (q *Queue) Inject(h header.VirtioNetHdr, frame []byte) {
 	q.InjectRaw(append(h.AppendTo(nil), frame...))
 }
 
+// InjectFrames queues several frames at once, so the device reads them in
+// one batch (no EAGAIN in between).
+func (q *Queue) InjectFrames(frames ...Frame) {
+	q.mu.Lock()
+	for _, f := range frames {
+		q.rx = append(q.rx, append(f.Hdr.AppendTo(nil), f.Data...))
+	}
+	q.signal(len(frames))
+	q.mu.Unlock()
+}
+
 // InjectRepeat queues n copies of raw (header and frame) without copying
 // per frame: ReadV then allocates nothing (for benchmarks). Repeated frames
 // come after the frames queued with Inject.
