@@ -563,6 +563,7 @@ func runReplay(ctx context.Context, o *replayOptions, stdout, stderr io.Writer) 
 	if o.JSON {
 		jsonBuf = bufio.NewWriterSize(stdout, 64<<10)
 		r.js = json.NewEncoder(jsonBuf)
+		r.js.SetEscapeHTML(false)
 	}
 	st, err := replayCapture(ctx, o.In, in, r)
 	if err != nil {
@@ -589,8 +590,8 @@ func runReplay(ctx context.Context, o *replayOptions, stdout, stderr io.Writer) 
 func replaySummary(name string, st replayStats) string {
 	e := st.Engine
 	var b strings.Builder
-	fmt.Fprintf(&b, "rsc replay: %s: %d frames in, %d packets out (%d coalesced packets of %d segments, %d payload bytes; %d coalesced segments merged away)",
-		name, st.Records, st.Out, e.CoalesceEvents, e.CoalescedSegments, e.CoalescedBytes, e.Coalesced)
+	fmt.Fprintf(&b, "rsc replay: %s: %d frames in, %d packets out (%d coalesced packets carrying %d segments, %d payload bytes)",
+		name, st.Records, st.Out, e.CoalesceEvents, e.CoalescedSegments, e.CoalescedBytes)
 	fmt.Fprintf(&b, "; flushes: timer %d, batch end %d, evictions %d, aborts %d", e.Timer, e.Batch, e.Evictions, e.Aborts)
 	reasons := []struct {
 		name string

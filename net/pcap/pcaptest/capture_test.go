@@ -35,7 +35,7 @@ func TestCaptureTransfer(t *testing.T) {
 		require.True(t, s.FIN)
 		require.Zero(t, s.Conflicts)
 		require.True(t, s.Matches(f.Sent), "flow %d: captured stream (%d bytes, %d holes) differs from the sent one (%d bytes)",
-			i, len(s.Data), s.Holes(), len(f.Sent))
+			i, s.Extent(), s.Holes(), len(f.Sent))
 	}
 	require.GreaterOrEqual(t, dataFrames, (1<<20+512<<10)/1448)
 	for i := 1; i < len(c.Packets); i++ {

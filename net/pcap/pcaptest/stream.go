@@ -27,14 +27,12 @@ func (k FlowKey) String() string { return k.Src.String() + "->" + k.Dst.String()
 // Stream is the reassembled byte stream of one TCP flow direction, as a
 // receiver would hold it: every payload byte at its sequence number, the
 // first copy winning when segments overlap. Bytes never received are holes.
+// The stream is stored sparsely, so any sequence numbers are cheap.
 type Stream struct {
-	// Base is the sequence number of Data[0]: the SYN's sequence number + 1
-	// when a SYN was seen, else the lowest sequence number seen.
+	// Base is the sequence number of the stream's first byte: the SYN's
+	// sequence number + 1 when a SYN was seen, else the lowest sequence
+	// number seen.
 	Base uint32
-	// Data holds the bytes from Base to the highest byte seen; Have says
-	// which of them were received.
-	Data []byte
-	Have []bool
 	// Segments counts frames carrying payload; Payload their payload bytes
 	// with multiplicity (retransmissions and duplicates counted again).
 	Segments, Payload int
@@ -42,52 +40,142 @@ type Stream struct {
 	Conflicts int
 	// SYN and FIN report whether the flow's SYN and FIN were seen.
 	SYN, FIN bool
+
+	runs []Run // sorted, non-overlapping, non-adjacent
 }
 
-// Complete reports whether the stream has no holes.
-func (s *Stream) Complete() bool {
-	for _, h := range s.Have {
-		if !h {
-			return false
-		}
+// Run is a contiguous range of received bytes starting Offset bytes after
+// the stream's Base.
+type Run struct {
+	Offset int64
+	Data   []byte
+}
+
+func (r Run) end() int64 { return r.Offset + int64(len(r.Data)) }
+
+// Runs returns the received byte ranges in order; adjacent ranges are
+// merged, so a complete stream has at most one run.
+func (s *Stream) Runs() []Run { return s.runs }
+
+// Extent returns the number of sequence-space bytes from Base to the last
+// byte received.
+func (s *Stream) Extent() int64 {
+	if len(s.runs) == 0 {
+		return 0
 	}
-	return true
+	return s.runs[len(s.runs)-1].end()
 }
 
 // Holes returns the number of bytes missing between Base and the end.
-func (s *Stream) Holes() int {
-	n := 0
-	for _, h := range s.Have {
-		if !h {
-			n++
-		}
+func (s *Stream) Holes() int64 {
+	n := s.Extent()
+	for _, r := range s.runs {
+		n -= int64(len(r.Data))
 	}
 	return n
 }
 
-// SHA256 returns the SHA-256 of Data (meaningful when Complete).
-func (s *Stream) SHA256() [32]byte { return sha256.Sum256(s.Data) }
+// Complete reports whether the stream has no holes.
+func (s *Stream) Complete() bool { return s.Holes() == 0 }
+
+// Bytes returns the stream's bytes if it is complete, else nil.
+func (s *Stream) Bytes() []byte {
+	switch {
+	case !s.Complete():
+		return nil
+	case len(s.runs) == 0:
+		return []byte{}
+	}
+	return s.runs[0].Data
+}
+
+// SHA256 returns the SHA-256 of the stream (meaningful when Complete).
+func (s *Stream) SHA256() [32]byte { return sha256.Sum256(s.Bytes()) }
+
+// Matches reports whether s is complete and holds exactly sent.
+func (s *Stream) Matches(sent []byte) bool { return s.Complete() && bytes.Equal(s.Bytes(), sent) }
 
 // Diff describes the first difference between s and o (bytes at sequence
 // numbers, holes, extent), or returns "" if both hold exactly the same
 // bytes at the same sequence numbers.
 func (s *Stream) Diff(o *Stream) string {
-	if s.Base != o.Base {
+	if s.Base != o.Base && (len(s.runs) > 0 || len(o.runs) > 0) {
 		return fmt.Sprintf("base sequence %d vs %d", s.Base, o.Base)
 	}
-	if len(s.Data) != len(o.Data) {
-		return fmt.Sprintf("stream extent %d vs %d bytes (ends at seq %d vs %d)",
-			len(s.Data), len(o.Data), s.Base+uint32(len(s.Data)), o.Base+uint32(len(o.Data)))
-	}
-	for i := range s.Data {
-		if s.Have[i] != o.Have[i] {
-			return fmt.Sprintf("byte at seq %d (offset %d): present %v vs %v", s.Base+uint32(i), i, s.Have[i], o.Have[i])
+	for i := 0; i < len(s.runs) || i < len(o.runs); i++ {
+		if i >= len(s.runs) || i >= len(o.runs) {
+			extra, which := o.runs, "second"
+			if i < len(s.runs) {
+				extra, which = s.runs, "first"
+			}
+			r := extra[i]
+			return fmt.Sprintf("bytes at seq %d..%d (offset %d) only in the %s stream", s.Base+uint32(r.Offset), s.Base+uint32(r.end()), r.Offset, which)
 		}
-		if s.Have[i] && s.Data[i] != o.Data[i] {
-			return fmt.Sprintf("byte at seq %d (offset %d): %#02x vs %#02x", s.Base+uint32(i), i, s.Data[i], o.Data[i])
+		a, b := s.runs[i], o.runs[i]
+		if a.Offset != b.Offset {
+			at := min(a.Offset, b.Offset)
+			return fmt.Sprintf("byte at seq %d (offset %d): present %v vs %v", s.Base+uint32(at), at, at == a.Offset, at == b.Offset)
+		}
+		n := min(len(a.Data), len(b.Data))
+		for j := range n {
+			if a.Data[j] != b.Data[j] {
+				at := a.Offset + int64(j)
+				return fmt.Sprintf("byte at seq %d (offset %d): %#02x vs %#02x", s.Base+uint32(at), at, a.Data[j], b.Data[j])
+			}
+		}
+		if len(a.Data) != len(b.Data) {
+			at := a.Offset + int64(n)
+			return fmt.Sprintf("byte at seq %d (offset %d): present %v vs %v", s.Base+uint32(at), at, len(a.Data) > n, len(b.Data) > n)
 		}
 	}
 	return ""
+}
+
+// add records data at offset off (relative to a reference), keeping bytes
+// already present and counting conflicts.
+func (s *Stream) add(off int64, data []byte) {
+	end := off + int64(len(data))
+	// First run ending after off.
+	i := sort.Search(len(s.runs), func(k int) bool { return s.runs[k].end() > off })
+	var gaps []Run
+	pos := off
+	for k := i; k < len(s.runs) && s.runs[k].Offset < end; k++ {
+		r := s.runs[k]
+		if r.Offset > pos {
+			gaps = append(gaps, Run{pos, data[pos-off : r.Offset-off]})
+		}
+		lo, hi := max(pos, r.Offset), min(end, r.end())
+		for j := lo; j < hi; j++ {
+			if r.Data[j-r.Offset] != data[j-off] {
+				s.Conflicts++
+			}
+		}
+		pos = max(pos, hi)
+	}
+	if pos < end {
+		gaps = append(gaps, Run{pos, data[pos-off:]})
+	}
+	for _, g := range gaps {
+		k := sort.Search(len(s.runs), func(k int) bool { return s.runs[k].Offset > g.Offset })
+		s.runs = append(s.runs, Run{})
+		copy(s.runs[k+1:], s.runs[k:])
+		s.runs[k] = Run{g.Offset, append([]byte(nil), g.Data...)}
+	}
+}
+
+// finish merges adjacent runs and rebases offsets so the stream starts at
+// base (offsets are relative to base afterwards).
+func (s *Stream) finish(shift int64) {
+	var out []Run
+	for _, r := range s.runs {
+		r.Offset -= shift
+		if n := len(out); n > 0 && out[n-1].end() == r.Offset {
+			out[n-1].Data = append(out[n-1].Data, r.Data...)
+			continue
+		}
+		out = append(out, r)
+	}
+	s.runs = out
 }
 
 // Streams maps each TCP flow direction seen to its reassembled stream.
@@ -156,25 +244,25 @@ func ParseTCP(frame []byte) (seg Segment, ok bool) {
 	}, true
 }
 
-type piece struct {
-	seq  uint32
-	data []byte
-}
-
 type flowAcc struct {
-	syn    bool
-	isn    uint32
-	first  uint32
-	pieces []piece
-	s      Stream
+	syn   bool
+	isn   uint32
+	first uint32
+	s     Stream
 }
 
 // Reassemble parses every frame (frames that are not TCP over IPv4/IPv6
 // Ethernet are ignored) and reassembles each flow direction's stream.
 // Sequence numbers are taken modulo 2³² relative to the flow's first
-// segment, so a stream may span the wrap.
+// segment (or SYN), so a stream may span the wrap.
 func Reassemble(frames []pcap.Packet) Streams {
 	accs := map[FlowKey]*flowAcc{}
+	type pending struct {
+		a    *flowAcc
+		seq  uint32
+		data []byte
+	}
+	var pieces []pending
 	for _, f := range frames {
 		seg, ok := ParseTCP(f.Data)
 		if !ok {
@@ -196,47 +284,33 @@ func Reassemble(frames []pcap.Packet) Streams {
 			a.s.FIN = true
 		}
 		if len(seg.Payload) > 0 {
-			a.pieces = append(a.pieces, piece{seq, seg.Payload})
+			pieces = append(pieces, pending{a, seq, seg.Payload})
 			a.s.Segments++
 			a.s.Payload += len(seg.Payload)
 		}
+	}
+	// The reference sequence number of each flow is only known once every
+	// frame was seen (a SYN may arrive late), so place the bytes now.
+	ref := func(a *flowAcc) uint32 {
+		if a.syn {
+			return a.isn + 1
+		}
+		return a.first
+	}
+	for _, p := range pieces {
+		p.a.s.add(int64(int32(p.seq-ref(p.a))), p.data)
 	}
 	out := make(Streams, len(accs))
 	for k, a := range accs {
 		s := a.s
 		s.SYN = a.syn
-		ref := a.first
-		if a.syn {
-			ref = a.isn + 1
+		r := ref(a)
+		var lo int64
+		if len(s.runs) > 0 && (!a.syn || s.runs[0].Offset < 0) {
+			lo = s.runs[0].Offset
 		}
-		// Offsets relative to ref, signed (data before ref is possible
-		// without a SYN only through reordering).
-		lo, hi := int64(0), int64(0)
-		if !a.syn && len(a.pieces) > 0 {
-			lo = int64(int32(a.pieces[0].seq - ref))
-			hi = lo
-		}
-		for _, p := range a.pieces {
-			off := int64(int32(p.seq - ref))
-			lo = min(lo, off)
-			hi = max(hi, off+int64(len(p.data)))
-		}
-		s.Base = ref + uint32(lo)
-		s.Data = make([]byte, hi-lo)
-		s.Have = make([]bool, hi-lo)
-		for _, p := range a.pieces {
-			off := int64(int32(p.seq-ref)) - lo
-			for i, b := range p.data {
-				j := off + int64(i)
-				if s.Have[j] {
-					if s.Data[j] != b {
-						s.Conflicts++
-					}
-					continue
-				}
-				s.Data[j], s.Have[j] = b, true
-			}
-		}
+		s.Base = r + uint32(lo)
+		s.finish(lo)
 		out[k] = &s
 	}
 	return out
@@ -272,6 +346,3 @@ func CompareStreams(want, got Streams) []string {
 	}
 	return errs
 }
-
-// Matches reports whether s is complete and holds exactly sent.
-func (s *Stream) Matches(sent []byte) bool { return s.Complete() && bytes.Equal(s.Data, sent) }

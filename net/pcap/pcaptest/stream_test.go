@@ -1,6 +1,7 @@
 package pcaptest
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -56,13 +57,14 @@ func TestReassemble(t *testing.T) {
 
 	rev := ss[FlowKey{netip.AddrPortFrom(dstA, 40000), netip.AddrPortFrom(srcA, 5001)}]
 	require.NotNil(t, rev)
-	require.Empty(t, rev.Data)
+	require.Zero(t, rev.Extent())
 
 	b := ss[FlowKey{netip.AddrPortFrom(srcB, 40000), netip.AddrPortFrom(dstB, 5001)}]
 	require.NotNil(t, b)
 	require.Equal(t, uint32(100), b.Base)
-	require.Len(t, b.Data, 30)
-	require.Equal(t, 10, b.Holes())
+	require.Equal(t, int64(30), b.Extent())
+	require.Equal(t, int64(10), b.Holes())
+	require.Len(t, b.Runs(), 2)
 	require.False(t, b.Complete())
 
 	// A conflicting retransmission is counted, the first copy kept.
@@ -144,4 +146,91 @@ func TestParseTCPRejects(t *testing.T) {
 	for i := range b {
 		ParseTCP(b[:i]) // never panics
 	}
+}
+
+// TestStreamAddMatchesDenseModel checks the sparse reassembly against a
+// plain byte-array model on random overlapping segments.
+func TestStreamAddMatchesDenseModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for iter := range 300 {
+		const size = 400
+		var model [size]int // -1 = hole, else byte value
+		for i := range model {
+			model[i] = -1
+		}
+		conflicts := 0
+		var s Stream
+		for range 1 + rng.IntN(12) {
+			off := rng.IntN(size - 1)
+			n := 1 + rng.IntN(min(size-off, 80))
+			data := make([]byte, n)
+			for i := range data {
+				data[i] = byte(off + i)
+				if rng.IntN(50) == 0 {
+					data[i] ^= 0xff
+				}
+				switch {
+				case model[off+i] < 0:
+					model[off+i] = int(data[i])
+				case model[off+i] != int(data[i]):
+					conflicts++
+				}
+			}
+			s.add(int64(off), data)
+		}
+		s.finish(0)
+		require.Equal(t, conflicts, s.Conflicts, "iter %d", iter)
+		got := make([]int, size)
+		for i := range got {
+			got[i] = -1
+		}
+		for k, r := range s.Runs() {
+			if k > 0 {
+				require.Greater(t, r.Offset, s.Runs()[k-1].end(), "runs sorted, not adjacent")
+			}
+			for i, b := range r.Data {
+				got[int(r.Offset)+i] = int(b)
+			}
+		}
+		require.Equal(t, model[:], got, "iter %d", iter)
+	}
+}
+
+func TestStreamDiff(t *testing.T) {
+	mk := func(runs ...Run) *Stream {
+		s := &Stream{Base: 100}
+		for _, r := range runs {
+			s.add(r.Offset, r.Data)
+		}
+		s.finish(0)
+		return s
+	}
+	a := mk(Run{0, []byte("hello")}, Run{10, []byte("world")})
+	require.Empty(t, a.Diff(mk(Run{10, []byte("world")}, Run{0, []byte("hel")}, Run{3, []byte("lo")})))
+	require.Contains(t, a.Diff(mk(Run{0, []byte("hello")})), "seq 110..115 (offset 10) only in the first")
+	require.Contains(t, a.Diff(mk(Run{0, []byte("hellp")}, Run{10, []byte("world")})), "seq 104 (offset 4)")
+	require.Contains(t, a.Diff(mk(Run{1, []byte("ello")}, Run{10, []byte("world")})), "seq 100 (offset 0): present true vs false")
+	require.Contains(t, a.Diff(mk(Run{0, []byte("hello!")}, Run{10, []byte("world")})), "seq 105 (offset 5): present false vs true")
+	b := mk(Run{0, []byte("x")})
+	b.Base = 7
+	require.Contains(t, a.Diff(b), "base sequence")
+	require.Empty(t, (&Stream{Base: 1}).Diff(&Stream{Base: 2}), "empty streams are equal")
+	require.Nil(t, a.Bytes())
+	require.Equal(t, []byte{}, (&Stream{}).Bytes())
+}
+
+// TestReassembleFarApart: segments 2 GiB apart in sequence space cost no
+// memory proportional to the distance.
+func TestReassembleFarApart(t *testing.T) {
+	const d = 1<<31 - 8
+	base := uint32(10)
+	ss := Reassemble([]pcap.Packet{
+		frame(srcA, dstA, base, 0, []byte("abc")),
+		frame(srcA, dstA, base+d, 0, []byte("xyz")),
+		frame(srcA, dstA, base-d, 0, []byte("uvw")),
+	})
+	s := ss[FlowKey{netip.AddrPortFrom(srcA, 40000), netip.AddrPortFrom(dstA, 5001)}]
+	require.Len(t, s.Runs(), 3)
+	require.Equal(t, base-d, s.Base)
+	require.Equal(t, int64(2*d+3), s.Extent())
 }
