@@ -323,14 +323,12 @@ type replayer struct {
 	pw    *pcap.Writer
 	js    *json.Encoder
 	out   int // packets delivered
-	bytes int64
 	err   error
 	deliv func(hdr header.VirtioNetHdr, frame []byte, at time.Time)
 }
 
 func (r *replayer) Deliver(hdr header.VirtioNetHdr, frame []byte) bool {
 	r.out++
-	r.bytes += int64(len(frame))
 	at := r.t0.Add(r.now)
 	if hdr.NumBuffers == 0 {
 		hdr.NumBuffers = 1
