@@ -32,6 +32,10 @@
 // than 1 setting DEVICE_NEEDS_RESET, clearing Bus Master dropping
 // DRIVER_OK). Accesses of every width at every offset are split into
 // naturally aligned pieces of at most 4 bytes, as QEMU's memory core does.
+// The legacy GUEST_FEATURES BAD_FEATURE substitution uses the device's
+// BadFeaturesDevice set (virtio-net's is MAC|CSUM|HOST_TSO4|HOST_TSO6|
+// HOST_ECN); the transport adds BAD_FEATURE to every offer and VERSION_1
+// to the offer of functions with the modern interface, as QEMU does.
 //
 // # Deliberate differences from QEMU
 //
@@ -64,6 +68,19 @@
 // Without a Platform, MSI-X messages go to Options.OnMSI and the INTx level
 // to Options.OnINTx, and every notification reaches the BAR handlers, which
 // signal the kick themselves.
+//
+// The modern notify ioeventfds are registered with length 0 (any write
+// width, KVM_CAP_IOEVENTFD_ANY_LENGTH), as QEMU does when KVM allows it;
+// the software KVM used in CI (kvm_pvm) accepts and honours them. If KVM
+// refuses, the transport falls back to 2-byte matches like QEMU.
+//
+// # Concurrency
+//
+// Register accesses (vCPU threads, the pci.Bus) are serialised by the
+// transport. Devices call the virtio.Interrupt methods from any goroutine;
+// those never wait for register accesses, and the transport calls device
+// methods (Reset, Activate, ...) without holding the interrupt lock, so a
+// device may block in Reset until its workers stopped signalling.
 package virtiopci
 
 import (
@@ -569,7 +586,7 @@ func (t *Transport) notify(q uint32) {
 	}
 }
 
-// queueExists reports whether the selected queue index names a queue.
+// selected returns queue_select and whether it names one of the queues.
 func (t *Transport) selected() (int, bool) {
 	i := int(t.queueSel)
 	return i, i < len(t.queues)
