@@ -48,8 +48,12 @@ staticcheck:
 
 check: fmt-check vet staticcheck
 
-test: check
+# The whole suite, then the freestanding guest's virtio-net driver tests
+# again with rscvm (instead of QEMU) as the VMM: the same guest, TAP and
+# assertions against both devices.
+test: check build
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	RSCVM_TESTGUEST_VMM=$(CURDIR)/bin/rscvm $(GO) test -count=1 -timeout 20m -run '^TestNet' ./guestimages/testguest/
 
 # Every benchmark, then the RSC engine beside wireguard-go's and gVisor's GRO
 # on the same input (a nested module, so the peers' dependencies stay out of
