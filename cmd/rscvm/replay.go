@@ -78,7 +78,7 @@ type replayOptions struct {
 const (
 	defaultReplayInterval = 300 * time.Microsecond
 	defaultReplayBatch    = 64
-	defaultReplayBatchGap = time.Microsecond
+	defaultReplayBatchGap = 5 * time.Microsecond
 	maxReplayInterval     = math.MaxUint32 // ns, like the device's rsc_interval property
 )
 
@@ -171,10 +171,10 @@ func replayFlagSet(o *replayOptions) *flag.FlagSet {
 	fs.BoolVar(&o.IPv4Only, "ipv4-only", false, "coalesce IPv4 only (the guest negotiated GUEST_TSO4 but not GUEST_TSO6); IPv6 passes through")
 	fs.BoolVar(&o.IPv6Only, "ipv6-only", false, "coalesce IPv6 only; IPv4 passes through")
 	fs.Var(intValue{&o.Batch, 1, 1 << 20, "a whole number of frames from 1 to 1048576"}, "batch",
-		"frames per simulated TAP read batch: the device reads at most N frames before it ends a batch (default 64, a typical per-wakeup budget)")
+		"frames per simulated TAP read batch: the device reads at most N frames before it ends a batch (default 64, the device's receive budget per pass)")
 	fs.Var(nsValue{&o.BatchGap, 0, math.MaxInt64, "a whole number of nanoseconds ≥ 0"}, "batch-gap",
-		"a batch also ends when the next frame arrives more than this many ns after the previous one (the device would have found the TAP queue empty); default 1000, 0 = every frame with a later timestamp starts a new batch")
-	fs.BoolVar(&o.FlushBatchEnd, "flush-at-batch-end", false, "flush every pending packet at the end of each read batch, not only when --interval expires (always the case with --interval 0)")
+		"a batch also ends when the next frame arrives more than this many ns after the previous one: the device, taking about this long to receive a frame, would have found the TAP queue empty (default 5000, an estimate of the device's per-frame cost including wake-up; 0 = every frame with a later timestamp starts a new batch). With --batch-flush, frames spaced wider than this are never coalesced, as on the device")
+	fs.BoolVar(&o.FlushBatchEnd, "batch-flush", true, "flush every pending packet at the end of each read batch, as the device does by default (its x-rsc-batch-flush property); --batch-flush=false leaves --interval as the only flush timer, like QEMU (with --interval 0 batch ends always flush) (default true)")
 	fs.BoolVar(&o.GSO, "gso", false, "x-rsc-gso output: standard GSO headers (NEEDS_CSUM, csum_start/csum_offset at the TCP checksum, no RSC_INFO), for guests without RSC_EXT")
 	fs.BoolVar(&o.CompatChecksum, "compat-checksum", false, "RSC_INFO without NEEDS_CSUM and a full TCP checksum in coalesced packets (QEMU-style); by default the TCP checksum field of a coalesced packet holds only the pseudo-header sum, per virtio NEEDS_CSUM semantics")
 	fs.BoolVar(&o.Timestamps, "tcp-timestamps", true, "coalesce segments whose only TCP option is a timestamp identical to the first segment's (Linux senders use timestamps on every segment); --tcp-timestamps=false coalesces only option-less segments (default true)")
@@ -233,7 +233,7 @@ func parseReplayArgs(args []string) (*replayOptions, error) {
 
 // replayFlagOrder is the order of the flags in the help text.
 var replayFlagOrder = []string{"in", "out", "json", "interval", "tap-flags", "ipv4-only", "ipv6-only", "batch", "batch-gap",
-	"flush-at-batch-end", "gso", "compat-checksum", "tcp-timestamps", "max-flows", "rx-buf"}
+	"batch-flush", "gso", "compat-checksum", "tcp-timestamps", "max-flows", "rx-buf"}
 
 // replayUsage is the help text for `rscvm rsc replay`.
 func replayUsage() string {
@@ -243,14 +243,16 @@ func replayUsage() string {
 Runs the RSC engine over a capture and shows what the virtio-net device would
 hand the guest for this traffic. Each frame is fed as if read from the TAP at
 its pcap timestamp; the engine's timer fires at the exact deadlines in between.
-A read batch ends after --batch frames or at a gap longer than --batch-gap.
+A read batch ends after --batch frames or at a gap longer than --batch-gap;
+the device flushes pending packets at batch ends (--batch-flush).
 
 Coalesced packets are single large Ethernet frames (IP total length / payload
 length fixed, IPv4 header checksum recomputed); their TCP checksum field holds
 the pseudo-header sum (virtio NEEDS_CSUM semantics: the guest does not verify
-it) unless --compat-checksum or --gso says otherwise, so Wireshark and tcpdump
-flag it as incorrect. Uncoalesced frames leave unchanged with the header the
-TAP gave them.
+it; Wireshark and tcpdump flag it as incorrect) unless --compat-checksum asks
+for a full checksum. Uncoalesced frames leave unchanged with the header the
+TAP gave them. The defaults model the device's defaults (rsc_interval=300000,
+x-rsc-batch-flush=on, TCP timestamp coalescing on, 64 flows per queue).
 
 A summary of the engine's counters goes to stderr. Malformed or truncated
 captures are an error naming the file and the record (exit status 1).

@@ -188,6 +188,10 @@ func checkDelivered(t *testing.T, r replayed, wants []want) {
 	}
 }
 
+// noBatchFlush selects timer-only flushing (QEMU's model) instead of the
+// device's default flush at the end of every read batch.
+const noBatchFlush = "--batch-flush=false"
+
 // Sequence numbers of the golden capture's A segments.
 const (
 	seqA0    = 1000
@@ -197,7 +201,8 @@ const (
 )
 
 func TestReplayGolden(t *testing.T) {
-	r := replayPackets(t, goldenCapture(header.ChecksumFull))
+	// Timer-only flushing (QEMU's model): batch ends do not flush.
+	r := replayPackets(t, goldenCapture(header.ChecksumFull), noBatchFlush)
 	scuA := want{300, rscFl, header.VirtioNetHdrGSOTCPv4, 54, 1448, 10, 0, 10, 14 + 40 + 14480, flowA, seqA0, 14480}
 	scuB := want{305, rscFl, header.VirtioNetHdrGSOTCPv6, 74, 1000, 3, 0, 3, 14 + 60 + 3000, flowB, 7000, 3000}
 	checkDelivered(t, r, []want{
@@ -227,9 +232,30 @@ func TestReplayGolden(t *testing.T) {
 
 func TestReplayBatches(t *testing.T) {
 	pkts := goldenCapture(header.ChecksumFull)
-	// --interval 0 with a 20 µs gap: 0..100 µs is one batch, flushed at its
-	// end (100 µs); 1000 alone; 2000..2020 one batch ending the capture.
-	r := replayPackets(t, pkts, "--interval", "0", "--batch-gap", "20000")
+	// Device defaults: frames 5 µs apart with a 5 µs batch gap are all
+	// separate batches and every batch end flushes: nothing is coalesced,
+	// each frame leaves on arrival.
+	r := replayPackets(t, pkts, "--batch-gap", "4999")
+	require.Len(t, r.json, len(pkts))
+	for i, p := range r.json {
+		require.Equal(t, pkts[i].Time.UnixNano(), p.TimeNs)
+		require.Equal(t, pkts[i].Data, r.out[i].Data)
+	}
+	require.Contains(t, r.stderr, "batch end 17")
+	// With a 20 µs gap, 0..100 µs is one batch flushed at its end.
+	r = replayPackets(t, pkts, "--batch-gap", "20000")
+	checkDelivered(t, r, []want{
+		{100, dv, 0, 0, 0, 0, 0, -1, 42, "", 0, 0},
+		{100, rscFl, header.VirtioNetHdrGSOTCPv4, 54, 1448, 10, 0, 10, 14534, flowA, seqA0, 14480},
+		{100, rscFl, header.VirtioNetHdrGSOTCPv6, 74, 1000, 3, 0, 3, 3074, flowB, 7000, 3000},
+		{1000, dv, 0, 0, 0, 0, 0, -1, 554, flowA, seqLone, 500},
+		{2010, dv, 0, 0, 0, 0, 0, -1, 1502, flowA, seqAfter, 1448},
+		{2020, rscFl, header.VirtioNetHdrGSOTCPv4, 54, 1448, 2, 0, 2, 2950, flowA, seqGap, 2896},
+	})
+
+	// --interval 0 without --batch-flush behaves the same: with the timer
+	// off, batch ends always flush.
+	r = replayPackets(t, pkts, noBatchFlush, "--interval", "0", "--batch-gap", "20000")
 	checkDelivered(t, r, []want{
 		{100, dv, 0, 0, 0, 0, 0, -1, 42, "", 0, 0},
 		{100, rscFl, header.VirtioNetHdrGSOTCPv4, 54, 1448, 10, 0, 10, 14534, flowA, seqA0, 14480},
@@ -240,17 +266,17 @@ func TestReplayBatches(t *testing.T) {
 	})
 	require.Contains(t, r.stderr, "batch end 4")
 
-	// --interval 0 with the default 1 µs gap: frames 5 µs apart are all
-	// separate batches, nothing is coalesced, each frame leaves at once.
-	r = replayPackets(t, pkts, "--interval", "0")
+	// --interval 0 with a 1 µs gap: frames 5 µs apart are all separate
+	// batches, nothing is coalesced, each frame leaves at once.
+	r = replayPackets(t, pkts, "--interval", "0", "--batch-gap", "1000")
 	require.Len(t, r.json, len(pkts))
 	for i, p := range r.json {
 		require.Equal(t, pkts[i].Time.UnixNano(), p.TimeNs)
 		require.Equal(t, pkts[i].Data, r.out[i].Data)
 	}
 
-	// --batch 4 --flush-at-batch-end with a wide gap: batches of 4 frames.
-	r = replayPackets(t, pkts, "--batch", "4", "--batch-gap", "100000000", "--flush-at-batch-end")
+	// --batch 4 with a wide gap: batches of 4 frames, flushed at their end.
+	r = replayPackets(t, pkts, "--batch", "4", "--batch-gap", "100000000")
 	require.Contains(t, r.stderr, "18 frames in")
 	segs := 0
 	for _, p := range r.json {
@@ -265,7 +291,7 @@ func TestReplayBatches(t *testing.T) {
 func TestReplayModes(t *testing.T) {
 	full := goldenCapture(header.ChecksumFull)
 	t.Run("gso", func(t *testing.T) {
-		r := replayPackets(t, full, "--gso")
+		r := replayPackets(t, full, noBatchFlush, "--gso")
 		require.Len(t, r.json, 6)
 		p := r.json[1]
 		require.Equal(t, uint8(header.VirtioNetHdrFNeedsCsum), p.Flags)
@@ -275,14 +301,14 @@ func TestReplayModes(t *testing.T) {
 		require.Equal(t, uint16(54), r.json[2].CsumStart)
 	})
 	t.Run("compat-checksum", func(t *testing.T) {
-		r := replayPackets(t, full, "--compat-checksum")
+		r := replayPackets(t, full, noBatchFlush, "--compat-checksum")
 		p := r.json[1]
 		require.Equal(t, uint8(header.VirtioNetHdrFRSCInfo), p.Flags)
 		f := r.out[1].Data
 		require.True(t, header.TransportChecksumValid(header.ProtocolTCP, f[26:30], f[30:34], f[34:]))
 	})
 	t.Run("ipv4-only", func(t *testing.T) {
-		r := replayPackets(t, full, "--ipv4-only")
+		r := replayPackets(t, full, noBatchFlush, "--ipv4-only")
 		var v6 []replayPacket
 		for _, p := range r.json {
 			if p.Flow == flowB {
@@ -296,12 +322,12 @@ func TestReplayModes(t *testing.T) {
 		}
 	})
 	t.Run("ipv6-only", func(t *testing.T) {
-		r := replayPackets(t, full, "--ipv6-only")
+		r := replayPackets(t, full, noBatchFlush, "--ipv6-only")
 		require.Contains(t, r.stderr, "1 coalesced packets carrying 3 segments, 3000 payload bytes")
 	})
 	t.Run("tap-flags none", func(t *testing.T) {
 		// Full checksums: verified in software, coalesced; singles keep flags 0.
-		r := replayPackets(t, full, "--tap-flags", "none")
+		r := replayPackets(t, full, noBatchFlush, "--tap-flags", "none")
 		require.Len(t, r.json, 6)
 		require.Zero(t, r.json[3].Flags)
 		require.Equal(t, uint16(10), r.json[1].CsumStart)
@@ -311,7 +337,7 @@ func TestReplayModes(t *testing.T) {
 		require.Contains(t, r.stderr, "bad_checksum=17")
 	})
 	t.Run("tap-flags needs_csum", func(t *testing.T) {
-		r := replayPackets(t, goldenCapture(header.ChecksumPartial), "--tap-flags", "needs_csum")
+		r := replayPackets(t, goldenCapture(header.ChecksumPartial), noBatchFlush, "--tap-flags", "needs_csum")
 		require.Len(t, r.json, 6)
 		lone := r.json[3]
 		require.Equal(t, uint8(header.VirtioNetHdrFNeedsCsum), lone.Flags)
@@ -335,12 +361,12 @@ func TestReplayModes(t *testing.T) {
 		require.Contains(t, r.stderr, "tcp_option=4")
 	})
 	t.Run("rx-buf", func(t *testing.T) {
-		r := replayPackets(t, full, "--rx-buf", "4096")
+		r := replayPackets(t, full, noBatchFlush, "--rx-buf", "4096")
 		require.Equal(t, uint16((12+14534+4095)/4096), r.json[1].NumBuffers)
 		require.Equal(t, uint16(1), r.json[0].NumBuffers)
 	})
 	t.Run("max-flows", func(t *testing.T) {
-		r := replayPackets(t, full, "--max-flows", "1")
+		r := replayPackets(t, full, noBatchFlush, "--max-flows", "1")
 		require.Contains(t, r.stderr, "evictions 6")
 	})
 }
@@ -381,7 +407,8 @@ func TestReplayFlagErrors(t *testing.T) {
 	require.Equal(t, 300*time.Microsecond, o.Interval)
 	require.Equal(t, tapFlagsDataValid, o.TapFlags)
 	require.Equal(t, 64, o.Batch)
-	require.Equal(t, time.Microsecond, o.BatchGap)
+	require.Equal(t, 5*time.Microsecond, o.BatchGap)
+	require.True(t, o.FlushBatchEnd)
 	require.True(t, o.Timestamps)
 
 	var stdout, stderr bytes.Buffer
@@ -466,7 +493,7 @@ func TestReplayOutputReadableByTcpdump(t *testing.T) {
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.pcap"), filepath.Join(dir, "out.pcap")
 	require.NoError(t, pcap.WriteFile(in, pcap.LinkTypeEthernet, goldenCapture(header.ChecksumFull)))
-	r := replayFile(t, in, out)
+	r := replayFile(t, in, out, noBatchFlush)
 	b, err := exec.Command("tcpdump", "-nn", "-r", out).CombinedOutput()
 	require.NoError(t, err, "%s", b)
 	lines := 0
@@ -524,7 +551,7 @@ func TestReplayRealTraffic(t *testing.T) {
 		}
 	}
 
-	check := func(t *testing.T, in []pcap.Packet, want pcaptest.Streams, r replayed) {
+	check := func(t *testing.T, want pcaptest.Streams, r replayed) {
 		t.Helper()
 		got := pcaptest.Reassemble(r.out)
 		require.Empty(t, pcaptest.CompareStreams(want, got))
@@ -537,21 +564,23 @@ func TestReplayRealTraffic(t *testing.T) {
 		require.NotContains(t, r.stderr, "bad_checksum")
 	}
 
-	t.Run("unimpaired", func(t *testing.T) {
-		r := replayFile(t, clean, filepath.Join(dir, "clean-out.pcap"))
-		check(t, capt.Packets, input, r)
-		for _, f := range capt.Flows {
-			require.True(t, pcaptest.Reassemble(r.out)[f.Key()].Matches(f.Sent))
-		}
-		coalesced := 0
-		for _, p := range r.json {
-			if p.RSCSegments != nil {
-				coalesced++
+	// Unimpaired, with the device's defaults (flush at every batch end, so
+	// the result depends on the capture's timing) and with timer-only
+	// flushing (which depends only on rsc_interval).
+	for _, u := range []struct {
+		args    []string
+		maxFrac int
+	}{{[]string{"--batch-gap", "5000"}, 2}, {[]string{noBatchFlush}, 4}} {
+		t.Run("unimpaired "+strings.Join(u.args, " "), func(t *testing.T) {
+			r := replayFile(t, clean, filepath.Join(dir, "clean-out.pcap"), u.args...)
+			check(t, input, r)
+			for _, f := range capt.Flows {
+				require.True(t, pcaptest.Reassemble(r.out)[f.Key()].Matches(f.Sent))
 			}
-		}
-		t.Logf("%d frames (%d with data) in, %d packets out, %d coalesced; %s", len(capt.Packets), dataFrames, len(r.json), coalesced, r.stderr)
-		require.Less(t, len(r.json), dataFrames/4, "coalescing should cut the packet count well below the segment count")
-	})
+			t.Logf("%d frames (%d with data) in, %d packets out; %s", len(capt.Packets), dataFrames, len(r.json), r.stderr)
+			require.Less(t, len(r.json), dataFrames/u.maxFrac, "coalescing should cut the packet count well below the segment count")
+		})
+	}
 
 	impaired, st, err := impair.Apply(impair.Config{Seed: 42, Loss: 0.01, Duplicate: 0.01, Reorder: 0.02, Window: 4}, capt.Packets)
 	require.NoError(t, err)
@@ -562,10 +591,11 @@ func TestReplayRealTraffic(t *testing.T) {
 	require.NoError(t, pcap.WriteFile(imp, pcap.LinkTypeEthernet, impaired))
 	wantImp := pcaptest.Reassemble(impaired)
 	for _, args := range [][]string{
-		nil,
+		{"--interval", "300000"},
 		{"--interval", "0"},
 		{"--interval", "0", "--batch-gap", "1000000"},
-		{"--flush-at-batch-end", "--batch", "8", "--batch-gap", "1000000"},
+		{"--batch", "8", "--batch-gap", "1000000"},
+		{"--batch-flush=false"},
 		{"--gso"},
 		{"--compat-checksum", "--tap-flags", "none"},
 		{"--max-flows", "1", "--interval", "5000000"},
@@ -574,7 +604,7 @@ func TestReplayRealTraffic(t *testing.T) {
 	} {
 		t.Run("impaired "+strings.Join(args, " "), func(t *testing.T) {
 			r := replayFile(t, imp, filepath.Join(dir, "impaired-out.pcap"), args...)
-			check(t, impaired, wantImp, r)
+			check(t, wantImp, r)
 			t.Logf("%s", r.stderr)
 		})
 	}
