@@ -69,9 +69,11 @@ fuzz:
 	  done; \
 	done
 
-# The main job: boot the default guest and show its console.
+# The main job: boot the freestanding test guest under rscvm with a
+# TAP-backed virtio-net-pci (guest_rsc_ext=on), send a TCP burst from the
+# host side of the TAP, and show what the guest received and the RSC counters.
 demo: deps build guest
-	bin/rscvm boot
+	bin/rscvm demo
 
 clean:
 	rm -rf bin $(OUT)

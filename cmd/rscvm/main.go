@@ -34,6 +34,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"boot", "boot a guest kernel under KVM", bootUsage, runBootCommand},
+		{"demo", "show receive segment coalescing end to end (test guest, TAP, TCP burst)", demoUsage, runDemoCommand},
 		{"rsc", "offline tools for the RSC engine (rsc replay)", rscUsage, runRSCCommand},
 		{"version", "print rscvm's version", func() string { return "usage: rscvm version\n" },
 			func(_ context.Context, _ []string, stdout, _ io.Writer) error {
