@@ -167,7 +167,7 @@ func replayFlagSet(o *replayOptions) *flag.FlagSet {
 	fs.Var(enumValue{&o.TapFlags, []tapFlags{tapFlagsNone, tapFlagsDataValid, tapFlagsNeedsCsum}}, "tap-flags",
 		"vnet-header checksum flags the TAP would give each frame (default data_valid: a TAP fed by a NIC with receive checksum offload, or by a bridge, marks frames DATA_VALID, which the engine trusts). "+
 			"With none the engine verifies TCP checksums in software, so frames captured on the sending host (where tx offload leaves only the pseudo-header sum) are never coalesced. "+
-			"needs_csum marks TCP/UDP frames NEEDS_CSUM with csum_start/csum_offset at their checksum, as a TAP does for locally generated traffic)")
+			"needs_csum marks TCP/UDP frames NEEDS_CSUM with csum_start/csum_offset at their checksum, as a TAP does for locally generated traffic")
 	fs.BoolVar(&o.IPv4Only, "ipv4-only", false, "coalesce IPv4 only (the guest negotiated GUEST_TSO4 but not GUEST_TSO6); IPv6 passes through")
 	fs.BoolVar(&o.IPv6Only, "ipv6-only", false, "coalesce IPv6 only; IPv4 passes through")
 	fs.Var(intValue{&o.Batch, 1, 1 << 20, "a whole number of frames from 1 to 1048576"}, "batch",
