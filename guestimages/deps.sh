@@ -4,9 +4,9 @@
 set -euo pipefail
 pkgs=(
   build-essential gcc binutils make git       # the freestanding test guest, cgo-free Go builds
-  linux-source flex bison bc libelf-dev libssl-dev lz4 xz-utils cpio  # the linux-source guest kernel
+  linux-source flex bison bc libelf-dev libssl-dev lz4 xz-utils cpio kmod  # the linux-source guest kernel
   qemu-system-x86                             # QEMU 7.2: the side-by-side reference
-  iproute2 ethtool tcpdump iperf3             # TAP, namespaces, offload checks, traffic
+  iproute2 ethtool tcpdump iperf3 iputils-ping  # TAP, namespaces, offload checks, traffic, ping
   acpica-tools                                # iasl: disassembles the ACPI tables in tests
 )
 missing=()
