@@ -136,8 +136,11 @@ func TestLinuxBzImageSMPBootsToInit(t *testing.T) {
 		"BIOS-e820: [mem 0x00000000000e0000-0x00000000000fffff] reserved",
 		"BIOS-e820: [mem 0x0000000000100000-0x000000000fffffff] usable",
 		"ACPI: RSDP 0x00000000000E0000",
-		"ACPI: MADT",
-		"ACPI: DSDT",
+		"ACPI: APIC 0x00000000000E",
+		"ACPI: DSDT 0x00000000000E",
+		"ACPI: Using ACPI (MADT) for SMP configuration information",
+		"ACPI: Interpreter enabled",
+		"ACPI: PM: (supports S0 S5)",
 		"smp: Brought up 1 node, 2 CPUs",
 		"ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00-ff])",
 		"pci 0000:00:00.0: [8086:1237] type 00 class 0x060000",
@@ -154,7 +157,8 @@ func TestLinuxPVHBootsToInit(t *testing.T) {
 		Initrd: readImage(t, "initramfs.cpio"), Cmdline: linuxCmdline(t)}
 	console, err := bootLinux(t, cfg, "Run /init as init process")
 	require.NoError(t, err, "console tail:\n%s", tail(console, 40))
-	requireConsole(t, console, "BIOS-provided physical RAM map", "ACPI: MADT", "Run /init as init process")
+	requireConsole(t, console, "BIOS-provided physical RAM map", "ACPI: Using ACPI (MADT) for SMP configuration information",
+		"Run /init as init process")
 }
 
 // Debian's prebuilt kernel cannot run on this machine's emulated KVM (its
@@ -179,5 +183,5 @@ func TestDebianKernelStopsWithClearError(t *testing.T) {
 	require.Contains(t, msg, "RIP 0x")
 	require.Contains(t, msg, "instruction bytes")
 	require.Equal(t, byte(0xcc), gerr.Insn[0], "stopped at the int3 of the self-test: %s", msg)
-	requireConsole(t, console, "Linux version 6.1", "BIOS-e820:", "ACPI: MADT")
+	requireConsole(t, console, "Linux version 6.1", "BIOS-e820:", "ACPI: APIC 0x00000000000E")
 }
