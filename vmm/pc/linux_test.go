@@ -185,3 +185,22 @@ func TestDebianKernelStopsWithClearError(t *testing.T) {
 	require.Equal(t, byte(0xcc), gerr.Insn[0], "stopped at the int3 of the self-test: %s", msg)
 	requireConsole(t, console, "Linux version 6.1", "BIOS-e820:", "ACPI: APIC 0x00000000000E")
 }
+
+// On hardware KVM rscvm boots the Linux guest all the way to the agent's
+// ready line (its userspace /init). This machine's emulated KVM cannot run
+// guest userspace at all, so the test runs only with RSCVM_FULL_BOOT=1.
+func TestLinuxFullBootToAgent(t *testing.T) {
+	if os.Getenv("RSCVM_FULL_BOOT") != "1" {
+		t.Skip("set RSCVM_FULL_BOOT=1 on a host with hardware KVM (guest userspace cannot run on kvm_pvm)")
+	}
+	requireKVM(t)
+	for _, kernel := range []string{"linux/bzImage", "debian/vmlinuz"} {
+		t.Run(strings.ReplaceAll(kernel, "/", "_"), func(t *testing.T) {
+			cfg := Config{MemBytes: 512 << 20, CPUs: 2, Kernel: readImage(t, kernel),
+				Initrd: readImage(t, "initramfs.cpio"), Cmdline: "console=ttyS0 panic=-1 rscvm.agent=ready"}
+			console, err := bootLinux(t, cfg, "rscvm-agent: ready")
+			require.NoError(t, err, "console tail:\n%s", tail(console, 40))
+			require.Contains(t, console, "rscvm-agent: ready")
+		})
+	}
+}
