@@ -137,6 +137,7 @@ func bootGuest(ctx context.Context, cfg *bootConfig, stdout, stderr io.Writer) e
 // reason, the control queue and RSC) as JSON, one object per NIC.
 func printStats(w io.Writer, m *pc.PC) {
 	for _, n := range m.NICs() {
+		fmt.Fprintf(w, "rscvm: virtio-net %s (slot %d): negotiated features %#016x\n", n.Tap.Name(), n.Slot, n.Device.Negotiated())
 		b, err := n.Device.Stats().JSON()
 		if err != nil {
 			slog.Warn("stats", "err", err)

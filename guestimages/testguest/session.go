@@ -359,6 +359,33 @@ func (s *Session) kill() error {
 	return syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 }
 
+// Stop asks a VMM that still runs to end (SIGTERM to its process group: a
+// VMM like rscvm then stops its guest and prints its exit-time output, such
+// as --stats) and waits up to grace for it; then it kills it.
+func (s *Session) Stop(grace time.Duration) error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-s.done:
+		return nil
+	default:
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(grace):
+	}
+	_ = s.kill()
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("testguest: vmm did not exit after kill")
+	}
+}
+
 // Close kills the VMM if it still runs, closes the packet socket and deletes
 // the namespace (and its TAP).
 func (s *Session) Close() error {
