@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rscvm/rscvm/net/header"
+	"github.com/rscvm/rscvm/virtio"
 	virtionet "github.com/rscvm/rscvm/virtio/net"
 	"github.com/rscvm/rscvm/virtio/net/nettest"
 	"github.com/rscvm/rscvm/virtio/queue/queuetest"
@@ -526,4 +527,36 @@ func TestAnnounce(t *testing.T) {
 	g.Reset()
 	nettest.StartGuest(t, dev, nettest.GuestConfig{Features: virtionet.LinuxDriverFeatures &^ (1 << virtionet.FeatureGuestAnnounce)})
 	require.False(t, dev.Announce())
+}
+
+// TestRestartWithoutRenegotiation: the PCI transport stops the device
+// (Reset) when bus mastering is cleared and activates it again when the
+// driver sets DRIVER_OK, without a new feature negotiation.
+func TestRestartWithoutRenegotiation(t *testing.T) {
+	be := newBackend(t, 1)
+	dev := newDevice(t, be)
+	g := linuxGuest(t, dev, nettest.GuestConfig{}, 32)
+	neg := dev.Negotiated()
+	dev.Reset()
+	require.Zero(t, be.Offloads()[len(be.Offloads())-1])
+	for _, q := range g.Queues {
+		q.SetFeatures(virtio.QueueFeatures(neg))
+	}
+	require.NoError(t, dev.Activate(g.Mem, g.Queues, g.Kicks, g.IRQ))
+	require.Equal(t, neg, dev.Negotiated())
+	require.Equal(t, be.Offloads()[0], be.Offloads()[len(be.Offloads())-1], "offloads re-applied")
+	// Every one of the 32 posted buffers is still usable (the chains the
+	// worker had popped ahead went back to the ring).
+	for i := 0; i < 32; i++ {
+		be.Q(0).Inject(header.VirtioNetHdr{}, ethFrame(guestMAC, hostMAC, 0x0800, 700, byte(i)))
+	}
+	for i := 0; i < 32; i++ {
+		got, err := g.Recv(0, timeout)
+		require.NoError(t, err, "frame %d", i)
+		require.Equal(t, ethFrame(guestMAC, hostMAC, 0x0800, 700, byte(i)), got.Data)
+		require.EqualValues(t, 1, got.Hdr.NumBuffers)
+	}
+	ack, err := g.Ctrl(0, 0, []byte{0})
+	require.NoError(t, err)
+	require.Zero(t, ack, "control plane configured again")
 }

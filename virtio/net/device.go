@@ -12,6 +12,7 @@ import (
 	"github.com/rscvm/rscvm/net/header"
 	"github.com/rscvm/rscvm/virtio"
 	"github.com/rscvm/rscvm/virtio/net/ctrl"
+	virtiopci "github.com/rscvm/rscvm/virtio/pci"
 	"github.com/rscvm/rscvm/virtio/queue"
 	"github.com/rscvm/rscvm/vmm/memory"
 )
@@ -58,6 +59,7 @@ type Device struct {
 	mu         sync.Mutex
 	negotiated uint64
 	acked      bool
+	last       uint64 // features of the last negotiation, kept across Reset
 	ctrl       *ctrl.State
 	linkUp     bool
 	run        *runState
@@ -162,18 +164,25 @@ func HeaderSize(negotiated uint64) int {
 // offloads to the backend (TUNSETOFFLOAD, as QEMU's set_features) and
 // configures the control plane.
 func (d *Device) AckFeatures(negotiated uint64) {
-	negotiated &= d.offered
 	d.mu.Lock()
-	d.negotiated = negotiated
-	d.acked = true
-	mac := d.ctrl.MAC() // a legacy driver may have written the MAC before negotiation
-	d.ctrl.Configure(ctrl.ConfigFromFeatures(negotiated, uint16(d.maxPairs), d.caps.VnetHdr))
-	d.ctrl.SetMAC(mac)
-	off := d.ctrl.Offloads()
+	off := d.ackLocked(negotiated)
 	d.mu.Unlock()
 	if err := d.be.SetOffload(off); err != nil {
 		d.log.Warn("virtio-net: applying guest offloads to the backend", "offloads", fmt.Sprintf("%#x", off), "err", err)
 	}
+}
+
+// ackLocked records a negotiation and configures the control plane; it
+// returns the offloads for the backend.
+func (d *Device) ackLocked(negotiated uint64) uint64 {
+	negotiated &= d.offered
+	d.negotiated = negotiated
+	d.last = negotiated
+	d.acked = true
+	mac := d.ctrl.MAC() // a legacy driver may have written the MAC before negotiation
+	d.ctrl.Configure(ctrl.ConfigFromFeatures(negotiated, uint16(d.maxPairs), d.caps.VnetHdr))
+	d.ctrl.SetMAC(mac)
+	return d.ctrl.Offloads()
 }
 
 // QueueMaxSizes implements virtio.Device. The queue layout follows QEMU:
@@ -286,6 +295,20 @@ func (d *Device) WriteConfig(offset uint64, data []byte) {
 	d.pushFilterLocked()
 }
 
+// BadFeatures is QEMU's virtio_net_bad_features, what a legacy driver that
+// writes VIRTIO_F_BAD_FEATURE is assumed to support: MAC, CSUM, HOST_TSO4,
+// HOST_TSO6 and HOST_ECN (the PCI transport's BadFeaturesDevice).
+func (d *Device) BadFeatures() uint64 {
+	return 1<<FeatureMAC | 1<<FeatureCSUM | 1<<FeatureHostTSO4 | 1<<FeatureHostTSO6 | 1<<FeatureHostECN
+}
+
+var (
+	_ virtio.Device               = (*Device)(nil)
+	_ virtio.LegacyFeatureDevice  = (*Device)(nil)
+	_ virtio.QueueResetter        = (*Device)(nil)
+	_ virtiopci.BadFeaturesDevice = (*Device)(nil)
+)
+
 // MAC returns the current MAC address (configured, or set by the driver).
 func (d *Device) MAC() [6]byte {
 	d.mu.Lock()
@@ -371,6 +394,15 @@ func (d *Device) Activate(mem *memory.Memory, queues []*queue.Queue, kicks []*vi
 	defer d.mu.Unlock()
 	if d.run != nil {
 		return errors.New("virtio-net: already active")
+	}
+	if !d.acked {
+		// Restarted without a new negotiation (the transport stopped the
+		// device when bus mastering was cleared and the driver set
+		// DRIVER_OK again): the last negotiation still holds.
+		off := d.ackLocked(d.last)
+		if err := d.be.SetOffload(off); err != nil {
+			d.log.Warn("virtio-net: applying guest offloads to the backend", "err", err)
+		}
 	}
 	negotiated := d.negotiated
 	pairs := 1

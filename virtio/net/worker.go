@@ -340,6 +340,15 @@ func (w *worker) discard() {
 		close(r.done)
 	}
 	w.pendReq = nil
+	// Give chains popped ahead back to the available ring (newest first), so
+	// a restart without a queue reset (bus mastering toggled) finds them.
+	if w.rxOn {
+		for i := w.pre.n - 1; i >= 0; i-- {
+			if err := w.rxq.Unpop(w.pre.at(i)); err != nil {
+				break
+			}
+		}
+	}
 	w.pre.reset()
 	w.dirty = true
 	w.publish()
