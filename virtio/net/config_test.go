@@ -7,8 +7,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rscvm/rscvm/net/header"
 	"github.com/rscvm/rscvm/virtio"
 	virtionet "github.com/rscvm/rscvm/virtio/net"
+	"github.com/rscvm/rscvm/virtio/net/nettest"
 )
 
 func TestSetParsesQEMUSpellings(t *testing.T) {
@@ -248,5 +250,57 @@ func TestParseMAC(t *testing.T) {
 	for _, s := range []string{"", "1:2:3:4:5", "1:2:3:4:5:6:7", "123:2:3:4:5:6", "1::3:4:5:6", strings.Repeat("a", 17)} {
 		_, err := virtionet.ParseMAC(s)
 		require.Error(t, err, s)
+	}
+}
+
+// TestNegotiationMatrix drives several driver profiles through the
+// negotiation and checks what the device makes of them: the header size,
+// mergeable buffers, the offloads applied to the backend and the queue
+// layout.
+func TestNegotiationMatrix(t *testing.T) {
+	low := virtionet.LinuxDriverFeatures & 0xFFFFFFFF
+	for _, tc := range []struct {
+		name     string
+		props    []string
+		cfg      nettest.GuestConfig
+		hdrLen   int
+		mrg      bool
+		offloads uint64
+		queues   int
+	}{
+		{"linux 6.1", nil, nettest.GuestConfig{}, 12, true, offCSUM | offTSO4 | offTSO6 | 1<<9 | 1<<10, 3},
+		{"netkvm rsc", []string{"guest_rsc_ext", "on"}, nettest.GuestConfig{Features: netkvmFeat}, 12, true,
+			offCSUM | offTSO4 | offTSO6 | 1<<9 | 1<<10, 3},
+		{"legacy linux", nil, nettest.GuestConfig{Legacy: true, Features: low}, 12, true,
+			offCSUM | offTSO4 | offTSO6 | 1<<9 | 1<<10, 3},
+		{"legacy minimal", nil, nettest.GuestConfig{Legacy: true, Features: 1 << virtionet.FeatureMAC}, 10, false, 0, 3},
+		{"modern minimal", nil, nettest.GuestConfig{Features: 1 << virtio.FeatureVersion1}, 12, false, 0, 3},
+		{"guest_csum only", nil, nettest.GuestConfig{Features: 1<<virtio.FeatureVersion1 | offCSUM}, 12, false, offCSUM, 3},
+		{"tso without csum", nil, nettest.GuestConfig{Features: 1<<virtio.FeatureVersion1 | offTSO4}, 12, false, offTSO4, 3},
+		{"mq", []string{"mq", "on"}, nettest.GuestConfig{}, 12, true, offCSUM | offTSO4 | offTSO6 | 1<<9 | 1<<10, 9},
+		{"ufo pruned", []string{"guest_ufo", "off", "host_ufo", "off"}, nettest.GuestConfig{}, 12, true,
+			offCSUM | offTSO4 | offTSO6 | 1<<9, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := newBackend(t, 4)
+			dev := newDevice(t, be, tc.props...)
+			g := nettest.StartGuest(t, dev, tc.cfg)
+			require.Equal(t, tc.hdrLen, g.HdrLen)
+			require.Equal(t, tc.mrg, g.Mrg)
+			require.Equal(t, tc.offloads, be.Offloads()[len(be.Offloads())-1])
+			require.Len(t, g.Queues, tc.queues)
+			require.Zero(t, dev.Negotiated()&^dev.Features(), "negotiated a bit that was not offered")
+			// Traffic works in every profile.
+			g.SetupRx(0, 16, 2048)
+			if !tc.mrg {
+				g.SetupRx(0, 8, uint32(tc.hdrLen), 65600)
+			}
+			g.PostRx(0, 8)
+			f := ethFrame(guestMAC, hostMAC, 0x0800, 333, 1)
+			be.Q(0).Inject(header.VirtioNetHdr{}, f)
+			got, err := g.Recv(0, timeout)
+			require.NoError(t, err)
+			require.Equal(t, f, got.Data)
+		})
 	}
 }

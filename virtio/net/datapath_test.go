@@ -11,6 +11,7 @@ import (
 	"github.com/rscvm/rscvm/virtio"
 	virtionet "github.com/rscvm/rscvm/virtio/net"
 	"github.com/rscvm/rscvm/virtio/net/nettest"
+	"github.com/rscvm/rscvm/virtio/queue"
 	"github.com/rscvm/rscvm/virtio/queue/queuetest"
 )
 
@@ -559,4 +560,67 @@ func TestRestartWithoutRenegotiation(t *testing.T) {
 	ack, err := g.Ctrl(0, 0, []byte{0})
 	require.NoError(t, err)
 	require.Zero(t, ack, "control plane configured again")
+}
+
+// TestTxBackPressure: while the backend cannot take frames, transmit
+// chains stay in the ring (nothing dropped); then they go out in order.
+func TestTxBackPressure(t *testing.T) {
+	be := newBackend(t, 1)
+	dev := newDevice(t, be)
+	g := nettest.StartGuest(t, dev, nettest.GuestConfig{})
+	be.Q(0).BlockTx(true)
+	var want [][]byte
+	for i := 0; i < 10; i++ {
+		f := ethFrame(hostMAC, guestMAC, 0x0800, 100+i, byte(i))
+		want = append(want, f)
+		require.NoError(t, g.PostTx(1, queuetest.R(make([]byte, 12)), queuetest.R(f)))
+	}
+	stats(t, dev, func(s virtionet.QueueStats) bool { return s.TxBackPressure > 0 })
+	require.Error(t, g.WaitTx(1, 1, 20*time.Millisecond), "no chain completed while blocked")
+	be.Q(0).BlockTx(false)
+	require.NoError(t, g.WaitTx(1, 10, timeout))
+	sent, err := be.Q(0).WaitSent(10, timeout)
+	require.NoError(t, err)
+	for i := range want {
+		require.Equal(t, want[i], sent[i].Data)
+	}
+	s := stats(t, dev, func(s virtionet.QueueStats) bool { return s.TxPackets == 10 })
+	require.Zero(t, s.TxDropBackend)
+}
+
+// TestNotificationSuppression: rx interrupts follow used_event (EVENT_IDX)
+// or VIRTQ_AVAIL_F_NO_INTERRUPT.
+func TestNotificationSuppression(t *testing.T) {
+	recvRaw := func(t *testing.T, g *nettest.Guest, be *nettest.Backend, n int) {
+		t.Helper()
+		d := g.Drv[0]
+		want := d.UsedIdx() + uint16(n)
+		for i := 0; i < n; i++ {
+			be.Q(0).Inject(header.VirtioNetHdr{}, ethFrame(guestMAC, hostMAC, 0x0800, 100, byte(i)))
+		}
+		require.Eventually(t, func() bool { return d.UsedIdx() == want }, timeout, time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Run("event_idx", func(t *testing.T) {
+		be := newBackend(t, 1)
+		g := linuxGuest(t, newDevice(t, be), nettest.GuestConfig{}, 64)
+		recvRaw(t, g, be, 1)
+		require.Equal(t, 1, g.IRQ.Queue(0))
+		require.NoError(t, g.Drv[0].SetUsedEvent(100))
+		recvRaw(t, g, be, 5)
+		require.Equal(t, 1, g.IRQ.Queue(0), "used_event 100 not reached")
+		require.NoError(t, g.Drv[0].SetUsedEvent(g.Drv[0].UsedIdx()))
+		recvRaw(t, g, be, 1)
+		require.Equal(t, 2, g.IRQ.Queue(0))
+	})
+	t.Run("no_interrupt flag", func(t *testing.T) {
+		be := newBackend(t, 1)
+		g := linuxGuest(t, newDevice(t, be), nettest.GuestConfig{Features: virtionet.LinuxDriverFeatures &^ (1 << virtio.FeatureEventIdx)}, 64)
+		require.NoError(t, g.Drv[0].SetAvailFlags(queue.AvailFNoInterrupt))
+		recvRaw(t, g, be, 3)
+		require.Zero(t, g.IRQ.Queue(0))
+		require.NoError(t, g.Drv[0].SetAvailFlags(0))
+		recvRaw(t, g, be, 1)
+		require.Equal(t, 1, g.IRQ.Queue(0))
+	})
 }

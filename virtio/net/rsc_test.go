@@ -253,3 +253,19 @@ func TestRSCLoneSegmentUntouched(t *testing.T) {
 	requirePlain(t, got, fs)
 	require.EqualValues(t, header.VirtioNetHdrFDataValid, got[0].Hdr.Flags)
 }
+
+// rsc-spec scenario 51: without MRG_RXBUF the guest posts 1526-byte
+// buffers despite GUEST_TSO4: nothing larger than a buffer is built and
+// nothing is dropped.
+func TestRSCSmallBuffers(t *testing.T) {
+	be := newBackend(t, 1)
+	dev := newDevice(t, be, "guest_rsc_ext", "on")
+	g := nettest.StartGuest(t, dev, nettest.GuestConfig{Features: netkvmFeat &^ (1 << virtionet.FeatureMrgRxBuf)})
+	g.SetupRx(0, 64, 12+1514)
+	g.PostRx(0, 64)
+	fs, _ := segments(10, false)
+	be.Q(0).InjectFrames(fs...)
+	requirePlain(t, recvN(t, g, 10), fs)
+	s := stats(t, dev, func(s virtionet.QueueStats) bool { return s.RxPackets == 10 })
+	require.Zero(t, s.RxDropTooBig)
+}

@@ -442,6 +442,14 @@ func (w *worker) commit(h header.VirtioNetHdr, L int) {
 // rxOneRSC reads one frame into the host buffer and passes it to the
 // coalescing engine.
 func (w *worker) rxOneRSC() rxResult {
+	if !w.mrg {
+		// Without mergeable buffers a coalesced packet must fit one chain:
+		// look at the chains before building packets.
+		if !w.prefetch(0) {
+			return rxBlocked
+		}
+		w.fitEngine()
+	}
 	n, err := w.bq.ReadV(w.bigIov())
 	if err != nil {
 		return w.readErr(err)
@@ -474,6 +482,17 @@ func (w *worker) rxOneRSC() rxResult {
 		return rxBlocked
 	}
 	return rxNext
+}
+
+// fitEngine bounds coalesced packets by the smallest non-mergeable chain
+// seen (rsc-spec scenario 51: small buffers despite GUEST_TSO).
+func (w *worker) fitEngine() {
+	if w.minChain == 0 || w.engine == nil {
+		return
+	}
+	if want := min(w.minChain, rsc.BufferSize); w.engine.Config().MaxFrame > want {
+		w.engine.SetConfig(w.engineConfig()) // flushes first; on refusal it retries later
+	}
 }
 
 // bigIov is the single-element iovec array over the host buffer.

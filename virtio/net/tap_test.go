@@ -153,13 +153,12 @@ func hostSend(r *tapRig, port uint16, data []byte) <-chan error {
 // and with RSC coalescing MSS frames for a NetKVM-like guest.
 func TestTapTCPToGuest(t *testing.T) {
 	for _, tc := range []struct {
-		name        string
-		props       []string
-		feat        uint64
-		noTapTSO    bool // turn TSO/GSO off on the tap (ethtool -K) after negotiation
-		wantGSO     bool
-		wantRSC     bool
-		bufs, bufSz int
+		name     string
+		props    []string
+		feat     uint64
+		noTapTSO bool // turn TSO/GSO off on the tap (ethtool -K) after negotiation
+		wantGSO  bool
+		wantRSC  bool
 	}{
 		{name: "host TSO", wantGSO: true},
 		{name: "no host TSO", props: []string{"guest_tso4", "off", "guest_tso6", "off", "guest_ecn", "off", "guest_ufo", "off"}},

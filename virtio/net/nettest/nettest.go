@@ -152,6 +152,7 @@ type Queue struct {
 	txFrames  int
 	txBytes   int
 	discardTx bool
+	blockTx   bool
 	readErr   error
 	sent      chan struct{}
 }
@@ -281,10 +282,21 @@ func (q *Queue) DiscardTx(on bool) {
 	q.mu.Unlock()
 }
 
+// BlockTx makes WriteV report EAGAIN (a full tap) while on. The fd stays
+// writable (it is an eventfd), so a device retries in a loop meanwhile.
+func (q *Queue) BlockTx(on bool) {
+	q.mu.Lock()
+	q.blockTx = on
+	q.mu.Unlock()
+}
+
 // WriteV implements virtionet.BackendQueue: the frame is recorded.
 func (q *Queue) WriteV(iovs [][]byte) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.blockTx {
+		return 0, tap.ErrWouldBlock
+	}
 	n := 0
 	for _, v := range iovs {
 		n += len(v)
