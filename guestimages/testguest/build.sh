@@ -23,7 +23,7 @@ CFLAGS="-ffreestanding -nostdlib -static -fno-pic -no-pie -mno-red-zone \
 -Wall -Wextra -Werror"
 
 OBJS="entry.o main.o uart.o printf.o pci.o cmdline.o power.o trap.o mem.o paging.o \
-heap.o virtio_pci.o ring.o virtio_net.o"
+heap.o virtio_pci.o ring.o virtio_net.o smp.o trampoline.o"
 
 TMP=$(mktemp -d "$OUT/.testguest-build.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT

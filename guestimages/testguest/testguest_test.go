@@ -291,13 +291,44 @@ func TestNoForbiddenInstructions(t *testing.T) {
 	require.Greater(t, n32, 30, "32-bit entry instructions seen")
 	require.Empty(t, bad, "forbidden instructions in the 32-bit entry")
 
-	code64 := disassemble(t, path, "x86-64", long, 0)
+	// 64-bit code: long_mode to the AP trampoline (section .trampoline follows .text).
+	tramp := symbolAddr(t, path, "ap_trampoline")
+	tramp32 := symbolAddr(t, path, "ap_trampoline_pm32")
+	trampEnd := symbolAddr(t, path, "ap_trampoline_code_end")
+	require.Less(t, long, tramp)
+	require.Less(t, tramp, tramp32)
+	require.Less(t, tramp32, trampEnd)
+	code64 := disassemble(t, path, "x86-64", long, tramp)
 	require.Contains(t, code64, "<main>:")
 	require.Contains(t, code64, "<trap_handler>:")
+	require.Contains(t, code64, "<ap_long_mode>:")
 	n64, bad := scanDisassembly(code64)
 	require.Greater(t, n64, 1000, "64-bit instructions seen")
 	require.Empty(t, bad, "forbidden instructions in the guest")
-	t.Logf("checked %d + %d instructions", n32, n64)
+
+	// The AP trampoline: real mode up to the far jump, then 32-bit protected mode.
+	code16 := disassemble(t, path, "i8086", tramp, tramp32)
+	require.Contains(t, code16, "lgdt")
+	require.Contains(t, code16, "ljmp")
+	n16, bad := scanDisassembly(code16)
+	require.Greater(t, n16, 5, "16-bit trampoline instructions seen")
+	require.Empty(t, bad, "forbidden instructions in the 16-bit trampoline")
+	codeAP32 := disassemble(t, path, "i386", tramp32, trampEnd)
+	require.Contains(t, codeAP32, "ljmp")
+	nAP32, bad := scanDisassembly(codeAP32)
+	require.Greater(t, nAP32, 10, "32-bit trampoline instructions seen")
+	require.Empty(t, bad, "forbidden instructions in the 32-bit trampoline")
+
+	// Nothing executable follows the trampoline code but its data.
+	rest := disassemble(t, path, "x86-64", trampEnd, 0)
+	for _, line := range strings.Split(rest, "\n") {
+		if m := regexp.MustCompile(`^([0-9a-f]+) <(.*)>:$`).FindStringSubmatch(line); m != nil {
+			addr, err := strconv.ParseUint(m[1], 16, 64)
+			require.NoError(t, err)
+			require.Less(t, addr, symbolAddr(t, path, "ap_trampoline_end"), "code after the trampoline: %s", line)
+		}
+	}
+	t.Logf("checked %d + %d + %d + %d instructions", n32, n64, n16, nAP32)
 }
 
 // qemuAvailable skips unless QEMU and the toolchain are present.

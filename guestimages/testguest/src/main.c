@@ -16,6 +16,8 @@
  *   end=reset    reset through port 0xCF9
  *   fault=ud     execute ud2 (#UD, vector 6) after the scan: tests trap reporting
  *   fault=pf     read unmapped address 1 TiB (#PF, vector 14, cr2=0x10000000000)
+ *   smp=1        read the ACPI MADT and start the other CPUs (smp.c);
+ *                smpwait=MS bounds the wait for each (default 1000)
  *   net=1        drive the first virtio-net function (virtio_net.c; its
  *                options are listed in README.md)
  */
@@ -30,6 +32,7 @@
 #include "power.h"
 #include "printf.h"
 #include "pvh.h"
+#include "smp.h"
 #include "trap.h"
 #include "uart.h"
 #include "virtio_net.h"
@@ -174,6 +177,9 @@ void main(const struct hvm_start_info *si)
 	uint64_t probe = cmdline_get_u64("memprobe", 0);
 	if (probe)
 		memprobe(probe);
+
+	if (cmdline_get_u64("smp", 0))
+		smp_start(si_ok ? si : NULL, (uint32_t)cmdline_get_u64("smpwait", 1000));
 
 	if (cmdline_get_u64("pci", 1)) {
 		struct scan_ctx ctx = { .caps = cmdline_get_u64("caps", 1) != 0 };

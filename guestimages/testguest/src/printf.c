@@ -84,7 +84,53 @@ static void out_num(struct out *o, uint64_t v, unsigned int base, int neg,
 		out_char(o, tmp[--n]);
 }
 
+/*
+ * One console lock for all CPUs (smp=1): a test-and-set spinlock on xchg (an
+ * implicitly locked exchange every emulator handles). kprintf_lock_break turns
+ * it off for good, for the trap handler, which may run with the lock held.
+ */
+static volatile uint32_t console_lock;
+static volatile uint32_t console_lock_off;
+
+static void console_acquire(void)
+{
+	if (console_lock_off)
+		return;
+	for (;;) {
+		uint32_t v = 1;
+
+		__asm__ volatile("xchgl %0, %1" : "+r"(v), "+m"(console_lock) : : "memory");
+		if (v == 0)
+			return;
+		while (console_lock && !console_lock_off)
+			__asm__ volatile("pause" : : : "memory");
+		if (console_lock_off)
+			return;
+	}
+}
+
+static void console_release(void)
+{
+	__asm__ volatile("" : : : "memory");
+	console_lock = 0;
+}
+
+void kprintf_lock_break(void)
+{
+	console_lock_off = 1;
+}
+
+static int kvprintf_locked(const char *fmt, va_list ap);
+
 int kvprintf(const char *fmt, va_list ap)
+{
+	console_acquire();
+	int n = kvprintf_locked(fmt, ap);
+	console_release();
+	return n;
+}
+
+static int kvprintf_locked(const char *fmt, va_list ap)
 {
 	struct out o;
 

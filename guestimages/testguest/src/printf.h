@@ -11,5 +11,11 @@
  */
 int kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int kvprintf(const char *fmt, va_list ap);
+/*
+ * Output of one kprintf call is never interleaved with another CPU's (a
+ * spinlock). The trap handler calls this first: from then on the lock is
+ * ignored, so a CPU that faults while printing still reports.
+ */
+void kprintf_lock_break(void);
 
 #endif

@@ -29,10 +29,17 @@ static struct idt_gate idt[NUM_EXCEPTIONS] __attribute__((aligned(16)));
 /* Stub entry points, defined in entry.S. */
 extern const uint64_t trap_stubs[NUM_EXCEPTIONS];
 
-void trap_init(void)
+void trap_load(void)
 {
 	struct idt_ptr p;
 
+	p.limit = sizeof(idt) - 1;
+	p.base = (uint64_t)(uintptr_t)idt;
+	__asm__ volatile("lidt %0" : : "m"(p));
+}
+
+void trap_init(void)
+{
 	for (int i = 0; i < NUM_EXCEPTIONS; i++) {
 		uint64_t a = trap_stubs[i];
 
@@ -44,9 +51,7 @@ void trap_init(void)
 		idt[i].off_hi = (uint32_t)(a >> 32);
 		idt[i].reserved = 0;
 	}
-	p.limit = sizeof(idt) - 1;
-	p.base = (uint64_t)(uintptr_t)idt;
-	__asm__ volatile("lidt %0" : : "m"(p));
+	trap_load();
 }
 
 void trap_handler(struct trap_frame *tf)
@@ -54,6 +59,7 @@ void trap_handler(struct trap_frame *tf)
 	uint64_t cr2;
 
 	__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+	kprintf_lock_break();
 	kprintf("trap vector=%lu error=0x%lx rip=0x%lx cs=0x%lx rflags=0x%lx rsp=0x%lx cr2=0x%lx\n",
 		tf->vector, tf->error, tf->rip, tf->cs, tf->rflags, tf->rsp, cr2);
 	kprintf("rscvm-testguest: halted\n");

@@ -20,6 +20,8 @@ struct trap_frame {
  * halted line, then power off (or halt if power-off fails).
  */
 void trap_init(void);
+/* Loads the IDT trap_init built on the calling CPU (application processors). */
+void trap_load(void);
 /* Called by the stubs; never returns. */
 void trap_handler(struct trap_frame *tf) __attribute__((noreturn));
 
