@@ -47,10 +47,27 @@
 // negotiated GUEST_TSO4/6 without RSC_EXT, producing standard GSO packets)
 // frames are read into a host buffer and passed through the rsc engine of
 // the queue, which copies finished packets into the ring. Pending packets
-// are flushed at the end of each TAP read batch and when they reach
+// are flushed at the end of each TAP read batch (x-rsc-batch-flush=off
+// turns that off, leaving QEMU's timer-only behaviour) and when they reach
 // rsc_interval (a timerfd in the worker's epoll set), and always before an
-// offload change, a link change or a queue-pair change is acknowledged.
-// Device reset discards them.
+// offload change or a link change is acknowledged. Device reset discards
+// them (the rings they were meant for are being reset). Without mergeable
+// buffers coalesced packets are bounded by the smallest receive chain.
+//
+// # Counters
+//
+// Stats returns per-queue counters (packets, bytes, drops by reason,
+// back-pressure events, notifications) that accumulate over the device's
+// lifetime, and the rsc engine's counters under QEMU's names, which start
+// again at every activation.
+//
+// # Transport notes
+//
+// QueueMaxSizes reports the full multiqueue layout until the driver
+// acknowledges features without MQ. Activate without a preceding
+// AckFeatures (the PCI transport restarting the device after bus mastering
+// was cleared and set again) reuses the last negotiation; the chains the
+// receive side had popped ahead are given back to the ring when it stops.
 //
 // # Control queue
 //
