@@ -49,6 +49,8 @@ type Output struct {
 	ElapsedMicros int64
 	// Net is what the virtio-net driver (net=1) reported, nil without its lines.
 	Net *NetReport
+	// SMP is what smp=1 reported (MADT, CPUs started), nil without "smp" lines.
+	SMP *SMPReport
 }
 
 // StartInfo is the guest's view of struct hvm_start_info.
@@ -313,6 +315,8 @@ func (o *Output) parseLine(line string) error {
 			n, err = parseNum(kv, "us", 10, 63)
 			o.ElapsedMicros = int64(n)
 		}
+	case "smp":
+		err = o.parseSMPLine(rest)
 	case "trap":
 		var t Trap
 		t, err = parseTrap(rest)

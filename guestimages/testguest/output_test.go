@@ -157,6 +157,10 @@ func FuzzParseOutput(f *testing.F) {
 	require.NoError(f, err)
 	f.Add(netSample)
 	f.Add([]byte("rxdata n=0 off=0 0001\nrxdata n=0 off=2 02\nrx n=0 len=3 bufs=1 flags=04 gso_type=01 hdr_len=0 gso_size=0 csum_start=2 csum_offset=0 num_buffers=1 sum=0\nrsc n=0 segs=2 dupacks=0\n"))
+	smpSample, err := os.ReadFile(filepath.Join("testdata", "qemu-smp.txt"))
+	require.NoError(f, err)
+	f.Add(smpSample)
+	f.Add([]byte("smp error madt entry at 44 type=0 bad length=4\nsmp madt cpus=2 apic_ids=0,1 addr=0xe0920 lapic=0xfee00000\nsmp bsp apic_id=0 apic_base=0xfee00900\nsmp cpu apic_id=1 timeout\nsmp done cpus=2 up=1\nsmp cpu apic_id=1 up\n"))
 	f.Add([]byte("ctrl n=0 class=0 cmd=0 len=1 ack=timeout\nvirtio rings rx=0:256 tx=1:256 ctrl=2:64 hdr_len=12 event_idx=0\nvirtio error x\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out, err := ParseOutput(data)
@@ -171,6 +175,13 @@ func FuzzParseOutput(f *testing.F) {
 			if n.Queues != nil {
 				require.LessOrEqual(t, len(n.Queues.Sizes), maxLine)
 			}
+		}
+		if s := out.SMP; s != nil {
+			require.Equal(t, s.MADTCPUs, len(s.APICIDs))
+			require.LessOrEqual(t, len(s.APICIDs), maxSMPEntries)
+			require.LessOrEqual(t, len(s.Up), maxSMPEntries)
+			require.LessOrEqual(t, len(s.Timeouts), maxSMPEntries)
+			require.LessOrEqual(t, len(s.Errors), maxSMPEntries)
 		}
 		for i := range out.PCI {
 			fn := &out.PCI[i]
