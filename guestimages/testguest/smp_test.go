@@ -133,6 +133,26 @@ func TestQEMUSMP(t *testing.T) {
 	// A single CPU: the MADT has one entry, nothing to start.
 	out = runGuest(t, "smp=1 pci=0")
 	requireAllCPUsUp(t, out, 1)
+	// Hot-pluggable CPUs are in QEMU's MADT without the enabled flag.
+	out = runGuest(t, "smp=1 pci=0", "-smp", "2,maxcpus=4")
+	requireAllCPUsUp(t, out, 2)
+	// An APIC ID nobody has: a timeout line, the run goes on.
+	out = runGuest(t, "smp=1 pci=0 smpextra=7 smpwait=100", "-smp", "2")
+	requireTimeout(t, out)
+}
+
+// requireTimeout checks an "smp=1 smpextra=7" run on 2 CPUs.
+func requireTimeout(t *testing.T, out *Output) {
+	t.Helper()
+	s := out.SMP
+	require.NotNil(t, s)
+	require.Equal(t, []uint32{0, 1}, s.APICIDs)
+	require.Equal(t, []uint32{1}, s.Up)
+	require.Equal(t, []uint32{7}, s.Timeouts)
+	require.Empty(t, s.Errors)
+	require.True(t, s.Done)
+	require.Equal(t, 3, s.DoneCPUs)
+	require.Equal(t, 2, s.DoneUp)
 }
 
 // TestRscvmSMP boots the guest with -smp 2 and 4 under `rscvm boot` when
@@ -152,10 +172,14 @@ func TestRscvmSMP(t *testing.T) {
 	}
 	require.NoError(t, f.Close())
 	elfPath := guestELF(t)
-	for _, n := range []int{2, 4} {
+	for _, tc := range []struct {
+		n       int
+		cmdline string
+	}{{2, "smp=1 pci=0"}, {4, "smp=1 pci=0"}, {2, "smp=1 pci=0 smpextra=7 smpwait=100"}} {
+		n := tc.n
 		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 		// No NIC: RscvmCommand's argv without the netdev/device pair.
-		argv := []string{bin, "boot", "-kernel", elfPath, "-append", "smp=1 pci=0", "-m", "128",
+		argv := []string{bin, "boot", "-kernel", elfPath, "-append", tc.cmdline, "-m", "128",
 			"-serial", "stdio", "-smp", strconv.Itoa(n)}
 		argv = append(argv, strings.Fields(os.Getenv("RSCVM_TESTGUEST_VMM_ARGS"))...)
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -169,6 +193,10 @@ func TestRscvmSMP(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, out.Done)
 		require.Empty(t, out.Traps)
-		requireAllCPUsUp(t, out, n)
+		if strings.Contains(tc.cmdline, "smpextra") {
+			requireTimeout(t, out)
+		} else {
+			requireAllCPUsUp(t, out, n)
+		}
 	}
 }

@@ -17,7 +17,8 @@
  *   fault=ud     execute ud2 (#UD, vector 6) after the scan: tests trap reporting
  *   fault=pf     read unmapped address 1 TiB (#PF, vector 14, cr2=0x10000000000)
  *   smp=1        read the ACPI MADT and start the other CPUs (smp.c);
- *                smpwait=MS bounds the wait for each (default 1000)
+ *                smpwait=MS bounds the wait for each (default 1000),
+ *                smpextra=ID also starts APIC ID (tests the timeout path)
  *   net=1        drive the first virtio-net function (virtio_net.c; its
  *                options are listed in README.md)
  */
@@ -179,7 +180,8 @@ void main(const struct hvm_start_info *si)
 		memprobe(probe);
 
 	if (cmdline_get_u64("smp", 0))
-		smp_start(si_ok ? si : NULL, (uint32_t)cmdline_get_u64("smpwait", 1000));
+		smp_start(si_ok ? si : NULL, (uint32_t)cmdline_get_u64("smpwait", 1000),
+			  (int)cmdline_get_u64("smpextra", (uint64_t)-1));
 
 	if (cmdline_get_u64("pci", 1)) {
 		struct scan_ctx ctx = { .caps = cmdline_get_u64("caps", 1) != 0 };

@@ -324,7 +324,7 @@ static int start_aps(const uint8_t *ids, int n, uint32_t wait_ms)
 	return up;
 }
 
-void smp_start(const struct hvm_start_info *si, uint32_t wait_ms)
+void smp_start(const struct hvm_start_info *si, uint32_t wait_ms, int extra_id)
 {
 	uint8_t ids[AP_MAX_CPUS];
 	int n = 0, up = 1;
@@ -356,6 +356,8 @@ void smp_start(const struct hvm_start_info *si, uint32_t wait_ms)
 	kprintf("smp madt cpus=%d apic_ids=", n);
 	print_ids(ids, n);
 	kprintf(" addr=0x%lx lapic=0x%x\n", (uint64_t)(uintptr_t)madt, le32(madt + 36));
+	if (extra_id >= 0 && extra_id < MAX_APIC_IDS && n < AP_MAX_CPUS)
+		ids[n++] = (uint8_t)extra_id; /* smpextra=: a CPU the MADT does not list */
 	up = start_aps(ids, n, wait_ms);
 done:
 	kprintf("smp done cpus=%d up=%d\n", n, up);

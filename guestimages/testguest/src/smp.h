@@ -16,9 +16,11 @@
  * Reads the MADT through start_info's RSDP, prints the "smp" lines and starts
  * every other enabled local APIC with INIT-SIPI-SIPI, waiting up to wait_ms
  * for each. Never hangs: problems become "smp error ..." or "... timeout".
- * si may be NULL (unusable start_info).
+ * si may be NULL (unusable start_info). extra_id >= 0 adds that APIC ID to
+ * the CPUs to start (tests the timeout path with an ID nobody has); it is
+ * counted in "smp done cpus=" but not in the "smp madt" line.
  */
-void smp_start(const struct hvm_start_info *si, uint32_t wait_ms);
+void smp_start(const struct hvm_start_info *si, uint32_t wait_ms, int extra_id);
 
 /* The C side of an application processor (trampoline.S); never returns. */
 void ap_main(uint32_t ticket) __attribute__((noreturn));
