@@ -137,6 +137,10 @@ func (w *worker) prefetch(bytes int) bool {
 	return true
 }
 
+// ringExhausted reports whether the device holds every chain of the ring:
+// a frame that does not fit then never will, and waiting would deadlock.
+func (w *worker) ringExhausted() bool { return w.pre.n >= int(w.rxq.Size()) }
+
 // starve is called when the FIFO is empty: it arms the rx kick unless the
 // driver posted buffers meanwhile (then it returns false: pop again).
 func (w *worker) starve() bool {
@@ -329,6 +333,10 @@ func (w *worker) rxOneDirect() rxResult {
 			return rxBlocked
 		}
 		if w.pre.bytes < w.hdrLen+L {
+			if w.ringExhausted() {
+				w.st.RxDropTooBig++
+				return rxNext
+			}
 			// Not enough buffers for the tail: keep the whole frame in host
 			// memory until the driver posts more.
 			w.frameRead(w.big[BackendHdrSize:BackendHdrSize+dataCap], 0, dataCap)
@@ -555,6 +563,11 @@ func (w *worker) deliverCopy(h header.VirtioNetHdr, frame []byte) bool {
 		return true
 	}
 	if w.pre.bytes < total {
+		if w.ringExhausted() {
+			w.st.RxDropTooBig++
+			w.dirty = true
+			return true
+		}
 		return false
 	}
 	pos := 0
