@@ -119,11 +119,21 @@ func TestBootTestGuestScansAndPowersOff(t *testing.T) {
 	require.Equal(t, 1, out.ScannedFunctions)
 }
 
+// With -smp 2 and -smp 4 the guest finds every vCPU in rscvm's MADT, starts
+// the application processors with INIT-SIPI-SIPI through its local APIC,
+// and each of them runs and reports in.
 func TestBootTestGuestSMP(t *testing.T) {
-	out, reason, err, raw := bootTestGuest(t, 2, 256<<20, "")
-	require.NoError(t, err, "console:\n%s", raw)
-	require.Equal(t, vmm.StopPowerOff, reason)
-	require.True(t, out.Done)
+	for _, cpus := range []int{2, 4} {
+		out, reason, err, raw := bootTestGuest(t, cpus, 256<<20, "smp=1 pci=0")
+		require.NoError(t, err, "console:\n%s", raw)
+		require.Equal(t, vmm.StopPowerOff, reason)
+		require.True(t, out.Done)
+		require.NotNil(t, out.SMP, "console:\n%s", raw)
+		require.Equal(t, cpus, out.SMP.MADTCPUs)
+		require.Empty(t, out.SMP.Errors)
+		require.Empty(t, out.SMP.Timeouts)
+		require.Len(t, out.SMP.Up, cpus-1, "every AP ran; console:\n%s", raw)
+	}
 }
 
 func TestBootTestGuestReset(t *testing.T) {
