@@ -76,7 +76,7 @@ func (s *syncBuffer) Bytes() []byte {
 	return append([]byte(nil), s.b.Bytes()...)
 }
 
-func bootTestGuest(t *testing.T, cpus int, mem uint64, cmdline string) (*testguest.Output, vmm.StopReason, error, []byte) {
+func bootTestGuest(t *testing.T, cpus int, mem uint64, cmdline string) (*testguest.Output, vmm.StopReason, []byte, error) {
 	t.Helper()
 	requireKVM(t)
 	var console syncBuffer
@@ -91,12 +91,12 @@ func bootTestGuest(t *testing.T, cpus int, mem uint64, cmdline string) (*testgue
 	raw := console.Bytes()
 	out, perr := testguest.ParseOutput(raw)
 	require.NoError(t, perr, "console:\n%s", raw)
-	return out, reason, runErr, raw
+	return out, reason, raw, runErr
 }
 
 func TestBootTestGuestScansAndPowersOff(t *testing.T) {
 	start := time.Now()
-	out, reason, err, raw := bootTestGuest(t, 1, 128<<20, "x=1 hello=world")
+	out, reason, raw, err := bootTestGuest(t, 1, 128<<20, "x=1 hello=world")
 	require.NoError(t, err, "console:\n%s", raw)
 	require.Equal(t, vmm.StopPowerOff, reason)
 	require.Less(t, time.Since(start), 30*time.Second)
@@ -124,7 +124,7 @@ func TestBootTestGuestScansAndPowersOff(t *testing.T) {
 // and each of them runs and reports in.
 func TestBootTestGuestSMP(t *testing.T) {
 	for _, cpus := range []int{2, 4} {
-		out, reason, err, raw := bootTestGuest(t, cpus, 256<<20, "smp=1 pci=0")
+		out, reason, raw, err := bootTestGuest(t, cpus, 256<<20, "smp=1 pci=0")
 		require.NoError(t, err, "console:\n%s", raw)
 		require.Equal(t, vmm.StopPowerOff, reason)
 		require.True(t, out.Done)
@@ -137,14 +137,14 @@ func TestBootTestGuestSMP(t *testing.T) {
 }
 
 func TestBootTestGuestReset(t *testing.T) {
-	out, reason, err, raw := bootTestGuest(t, 1, 64<<20, "end=reset pci=0")
+	out, reason, raw, err := bootTestGuest(t, 1, 64<<20, "end=reset pci=0")
 	require.NoError(t, err, "a guest reset ends rscvm cleanly; console:\n%s", raw)
 	require.Equal(t, vmm.StopReset, reason)
 	require.True(t, out.Done)
 }
 
 func TestBootTestGuestTrapReported(t *testing.T) {
-	out, _, err, raw := bootTestGuest(t, 1, 64<<20, "fault=ud pci=0")
+	out, _, raw, err := bootTestGuest(t, 1, 64<<20, "fault=ud pci=0")
 	require.NoError(t, err, "console:\n%s", raw)
 	require.True(t, out.Halted, "console:\n%s", raw)
 	require.NotEmpty(t, out.Traps)
@@ -160,7 +160,7 @@ func TestBootRejectsNonKernel(t *testing.T) {
 
 func TestHighMemoryGuest(t *testing.T) {
 	// 4.5 GiB: RAM is split around the PCI hole; the guest sees RAM above 4 GiB.
-	out, _, err, raw := bootTestGuest(t, 1, 4608<<20, "pci=0 memprobe=0x15ffff000")
+	out, _, raw, err := bootTestGuest(t, 1, 4608<<20, "pci=0 memprobe=0x15ffff000")
 	require.NoError(t, err, "console:\n%s", raw)
 	var ram uint64
 	for _, e := range out.Memmap {
