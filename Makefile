@@ -52,7 +52,7 @@ check: fmt-check vet staticcheck
 # again with rscvm (instead of QEMU) as the VMM: the same guest, TAP and
 # assertions against both devices.
 test: check build
-	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	RSCVM_TESTGUEST_VMM=$(CURDIR)/bin/rscvm $(GO) test -count=1 -timeout 20m -run '^TestNet' ./guestimages/testguest/
 
 # Every benchmark, then the RSC engine beside wireguard-go's and gVisor's GRO
