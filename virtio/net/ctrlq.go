@@ -127,6 +127,19 @@ func (cq *ctrlQueue) process() {
 			}
 			continue
 		}
+		if c.WritableLen() < ctrl.AckSize {
+			// Nowhere to write the acknowledgement: as QEMU does, the
+			// device needs a reset and the chain is not completed (a
+			// driver waiting for the ack sees DEVICE_NEEDS_RESET instead
+			// of a used entry it cannot interpret).
+			cq.broken = true
+			cq.d.mu.Lock()
+			cq.d.ctrlStats.Malformed++
+			cq.d.mu.Unlock()
+			cq.d.guestWarn("virtio-net: control command without a writable ack byte, device needs reset")
+			cq.run.irq.NeedsReset(errors.New("virtio-net control queue: command without a writable ack byte"))
+			return
+		}
 		written := cq.command(c, abort)
 		if err := cq.q.Push(c, written); err != nil {
 			if errors.Is(err, queue.ErrStaleChain) {
@@ -145,16 +158,6 @@ func (cq *ctrlQueue) process() {
 // command executes one chain and returns the used length.
 func (cq *ctrlQueue) command(c *queue.Chain, abort chan struct{}) uint32 {
 	d := cq.d
-	if c.WritableLen() < ctrl.AckSize {
-		// Nowhere to write the acknowledgement. QEMU marks the device
-		// broken; a used length of 0 tells the driver the command failed
-		// and keeps the device usable.
-		d.mu.Lock()
-		d.ctrlStats.Malformed++
-		d.mu.Unlock()
-		d.guestWarn("virtio-net: control command without a writable ack byte")
-		return 0
-	}
 	class, cmd, payload, err := ctrl.ParseCommand(c.Reader(), cq.buf[:0])
 	if cap(payload) <= ctrl.MaxPayloadSize && cap(payload) > cap(cq.buf) {
 		cq.buf = payload[:0]
