@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rscvm/rscvm/net/header"
+	"github.com/rscvm/rscvm/rsc/conformance"
 	"github.com/stretchr/testify/require"
 )
 
@@ -60,14 +61,7 @@ func (s *recSink) Deliver(h header.VirtioNetHdr, f []byte) bool {
 // pattern returns n stream bytes starting at sequence number seq: the
 // content is a function of the absolute sequence number, so a correctly
 // reassembled stream is recognisable.
-func pattern(seq uint32, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		x := seq + uint32(i)
-		b[i] = byte(x ^ x>>8 ^ x>>16 ^ x>>24)
-	}
-	return b
-}
+func pattern(seq uint32, n int) []byte { return conformance.Pattern(seq, n) }
 
 // seg describes a test segment; build turns it into a Frame.
 type seg struct {
@@ -99,28 +93,24 @@ func ACK(seq, ack uint32, win uint16, opts ...segOpt) Frame {
 	return D(seq, 0, append([]segOpt{withAck(ack), withWin(win)}, opts...)...)
 }
 
-func v6(s *seg)                            { s.f.Src, s.f.Dst = srcV6, dstV6 }
-func withFlags(fl uint8) segOpt            { return func(s *seg) { s.f.Flags = fl } }
-func addFlags(fl uint8) segOpt             { return func(s *seg) { s.f.Flags |= fl } }
-func withAck(a uint32) segOpt              { return func(s *seg) { s.f.Ack = a } }
-func withWin(w uint16) segOpt              { return func(s *seg) { s.f.Window = w } }
-func withTOS(t uint8) segOpt               { return func(s *seg) { s.f.TOS = t } }
-func withTTL(t uint8) segOpt               { return func(s *seg) { s.f.TTL = t } }
-func withID(id uint16) segOpt              { return func(s *seg) { s.f.ID = id } }
-func withDF(df bool) segOpt                { return func(s *seg) { s.f.DontFragment = df } }
-func withMF(s *seg)                        { s.f.MoreFragments = true }
-func withSrcPort(p uint16) segOpt          { return func(s *seg) { s.f.SrcPort = p } }
-func withOptions(o []byte) segOpt          { return func(s *seg) { s.f.Options = o } }
-func withIPOptions(o []byte) segOpt        { return func(s *seg) { s.f.IPOptions = o } }
-func withPadding(n int) segOpt             { return func(s *seg) { s.f.Padding = n } }
-func withHdr(h header.VirtioNetHdr) segOpt { return func(s *seg) { s.hdr = h } }
-func withVLAN(tci uint16) segOpt           { return func(s *seg) { s.f.VLAN, s.f.VLANTCI = true, tci } }
-func withFlowLabel(l uint32) segOpt        { return func(s *seg) { s.f.FlowLabel = l } }
-func withExt(x ...header.IPv6ExtHeader) segOpt {
-	return func(s *seg) { s.f.ExtHeaders = x }
-}
+func v6(s *seg)                             { s.f.Src, s.f.Dst = srcV6, dstV6 }
+func withFlags(fl uint8) segOpt             { return func(s *seg) { s.f.Flags = fl } }
+func addFlags(fl uint8) segOpt              { return func(s *seg) { s.f.Flags |= fl } }
+func withAck(a uint32) segOpt               { return func(s *seg) { s.f.Ack = a } }
+func withWin(w uint16) segOpt               { return func(s *seg) { s.f.Window = w } }
+func withTOS(t uint8) segOpt                { return func(s *seg) { s.f.TOS = t } }
+func withTTL(t uint8) segOpt                { return func(s *seg) { s.f.TTL = t } }
+func withID(id uint16) segOpt               { return func(s *seg) { s.f.ID = id } }
+func withDF(df bool) segOpt                 { return func(s *seg) { s.f.DontFragment = df } }
+func withMF(s *seg)                         { s.f.MoreFragments = true }
+func withSrcPort(p uint16) segOpt           { return func(s *seg) { s.f.SrcPort = p } }
+func withOptions(o []byte) segOpt           { return func(s *seg) { s.f.Options = o } }
+func withIPOptions(o []byte) segOpt         { return func(s *seg) { s.f.IPOptions = o } }
+func withPadding(n int) segOpt              { return func(s *seg) { s.f.Padding = n } }
+func withHdr(h header.VirtioNetHdr) segOpt  { return func(s *seg) { s.hdr = h } }
+func withVLAN(tci uint16) segOpt            { return func(s *seg) { s.f.VLAN, s.f.VLANTCI = true, tci } }
+func withFlowLabel(l uint32) segOpt         { return func(s *seg) { s.f.FlowLabel = l } }
 func withCsum(m header.ChecksumMode) segOpt { return func(s *seg) { s.f.Checksum = m } }
-func withBadIPCsum(s *seg)                  { s.f.BadIPChecksum = true }
 func noFlags(s *seg)                        { s.hdr = header.VirtioNetHdr{} }
 func partial(s *seg) {
 	s.f.Checksum = header.ChecksumPartial
@@ -171,8 +161,6 @@ func (h *harness) advance(d time.Duration) {
 	h.now += d
 	require.True(h.t, h.e.Tick(h.now))
 }
-
-func (h *harness) endBatch() { require.True(h.t, h.e.EndBatch(h.now)) }
 
 // finish flushes everything, runs the stream checker and returns the output.
 func (h *harness) finish() []rec {
@@ -239,314 +227,75 @@ func requireSCU(t *testing.T, r rec, n int, seq uint32, length int) parsed {
 	return p
 }
 
-// requirePlain checks that r is input frame f, byte-identical with its header.
-func requirePlain(t *testing.T, r rec, f Frame) {
-	t.Helper()
-	require.Equal(t, f.Hdr, r.hdr, "header preserved")
-	require.Equal(t, f.Data, r.frame, "frame preserved")
-}
-
 // --- stream checker ---
 
-// ckClass is the checker's own classification of an input frame.
-type ckClass uint8
-
-const (
-	ckOther ckClass = iota
-	ckAddr
-	ckExact
-)
-
-type ckKey struct {
-	v6         bool
-	tagged     bool
-	vid        uint16
-	src, dst   [16]byte
-	sport, dpt uint16
-}
-
-type ckIn struct {
-	f        Frame
-	class    ckClass
-	key      ckKey
-	consumed bool
-	// TCP view, valid when the frame is fully parsable TCP.
-	tcpOK   bool
-	seq     uint32
-	ack     uint32
-	win     uint16
-	ttl     uint8
-	payload []byte
-}
-
-// classify independently mirrors the engine contract: which frames belong to
-// a flow (exact key), which only to an address pair, and which to none.
-func classify(cfg Config, f Frame) ckIn {
-	c := ckIn{f: f}
-	b := f.Data
-	if len(b) < 14 {
-		return c
-	}
-	et := binary.BigEndian.Uint16(b[12:14])
-	l2 := 14
-	if et == header.EtherTypeVLAN {
-		if len(b) < 18 {
-			return c
-		}
-		c.key.tagged = true
-		c.key.vid = binary.BigEndian.Uint16(b[14:16]) & 0xfff
-		et = binary.BigEndian.Uint16(b[16:18])
-		l2 = 18
-	}
-	ipb := b[l2:]
-	var tcpOff int
-	switch {
-	case et == header.EtherTypeIPv4 && cfg.IPv4:
-		if len(ipb) < 20 || ipb[0]>>4 != 4 || ipb[9] != header.ProtocolTCP {
-			return c
-		}
-		ip := header.IPv4(ipb)
-		c.class = ckAddr
-		copy(c.key.src[:], ipb[12:16])
-		copy(c.key.dst[:], ipb[16:20])
-		hl := ip.HeaderLen()
-		if ip.FlagsFragment()&header.IPv4FragOffsetMask != 0 || hl < 20 || hl+4 > len(ipb) {
-			return c
-		}
-		tcpOff = hl
-		if ip.IsValid() && !ip.IsFragment() && hl+20 <= int(ip.TotalLength()) {
-			tcp := header.TCP(ipb[hl:ip.TotalLength()])
-			if tcp.IsValid() {
-				c.tcpOK = true
-				c.seq, c.ack, c.win, c.ttl, c.payload = tcp.Seq(), tcp.Ack(), tcp.Window(), ip.TTL(), tcp.Payload()
-			}
-		}
-	case et == header.EtherTypeIPv6 && cfg.IPv6:
-		if len(ipb) < 40 || ipb[0]>>4 != 6 {
-			return c
-		}
-		ip := header.IPv6(ipb)
-		proto, off, ok := ip.TransportHeader()
-		if ip.NextHeader() == header.ProtocolTCP {
-			proto, off, ok = header.ProtocolTCP, 40, true
-		} else if !header.IsIPv6ExtensionHeader(ip.NextHeader()) || (ok && proto != header.ProtocolTCP) {
-			return c
-		}
-		c.key.v6 = true
-		c.class = ckAddr
-		copy(c.key.src[:], ipb[8:24])
-		copy(c.key.dst[:], ipb[24:40])
-		if !ok || off+4 > len(ipb) {
-			return c
-		}
-		tcpOff = off
-		if ip.IsValid() && off == 40 {
-			tcp := header.TCP(ipb[40 : 40+int(ip.PayloadLength())])
-			if len(tcp) >= 20 && tcp.IsValid() {
-				c.tcpOK = true
-				c.seq, c.ack, c.win, c.ttl, c.payload = tcp.Seq(), tcp.Ack(), tcp.Window(), ip.HopLimit(), tcp.Payload()
-			}
-		}
-	default:
-		return c
-	}
-	c.class = ckExact
-	c.key.sport = binary.BigEndian.Uint16(ipb[tcpOff:])
-	c.key.dpt = binary.BigEndian.Uint16(ipb[tcpOff+2:])
-	return c
-}
-
-func conflict(a, b *ckIn) bool {
-	if a.class == ckOther || b.class == ckOther {
-		return false
-	}
-	ka, kb := a.key, b.key
-	if ka.v6 != kb.v6 || ka.tagged != kb.tagged || ka.vid != kb.vid || ka.src != kb.src || ka.dst != kb.dst {
-		return false
-	}
-	return a.class == ckAddr || b.class == ckAddr || (ka.sport == kb.sport && ka.dpt == kb.dpt)
-}
-
-// checkStream verifies the engine's output against its input: every input is
-// delivered exactly once, non-coalesced frames byte-identical with their
-// header, coalesced packets are runs of consecutive frames of one flow with
-// the concatenated payload and a correct header, and no frame overtakes an
-// earlier frame of the same flow (or address pair, for frames whose ports
-// are unknown).
+// checkStream verifies the engine's output against its input with the
+// conformance checker (conformance.CheckStream): every input is delivered
+// exactly once, non-coalesced frames byte-identical with their header,
+// coalesced packets are runs of consecutive frames of one flow with the
+// concatenated payload and a correct header (conformance.CheckCoalesced:
+// IP length, IPv4 header checksum, pseudo-header TCP checksum, ≤ 65535,
+// flags per mode), and no frame overtakes an earlier frame of the same flow
+// (or address pair, for frames whose ports are unknown).
 func checkStream(t testing.TB, cfg Config, inputs []Frame, outputs []rec) {
 	t.Helper()
-	cfg = normalize(cfg)
-	// Classify as if both families were enabled: frames of a disabled
-	// family must not overtake frames of their flow either.
-	ccfg := cfg
-	ccfg.IPv4, ccfg.IPv6 = true, true
-	ins := make([]*ckIn, len(inputs))
+	ins := make([]conformance.Frame, len(inputs))
 	for i, f := range inputs {
-		c := classify(ccfg, f)
-		ins[i] = &c
+		ins[i] = conformance.Frame{Hdr: f.Hdr, Data: f.Data}
 	}
-	first := 0
-	consume := func(set []int) {
-		t.Helper()
-		member := map[int]bool{}
-		for _, j := range set {
-			member[j] = true
-		}
-		for _, j := range set {
-			for k := first; k < j; k++ {
-				if !ins[k].consumed && !member[k] && conflict(ins[k], ins[j]) {
-					t.Fatalf("input %d delivered before earlier input %d of the same flow", j, k)
-				}
-			}
-		}
-		for _, j := range set {
-			ins[j].consumed = true
-		}
-		for first < len(ins) && ins[first].consumed {
-			first++
-		}
+	outs := make([]conformance.Output, len(outputs))
+	for i, o := range outputs {
+		outs[i] = conformance.Output{Hdr: o.hdr, Frame: o.frame, At: o.at}
 	}
-	for oi, o := range outputs {
-		// Identity: the earliest unconsumed identical input.
-		found := -1
-		for i := first; i < len(ins); i++ {
-			if !ins[i].consumed && ins[i].f.Hdr == o.hdr && bytes.Equal(ins[i].f.Data, o.frame) {
-				found = i
-				break
-			}
-		}
-		if found >= 0 {
-			consume([]int{found})
-			continue
-		}
-		// Otherwise a coalesced packet.
-		if !o.hdr.IsGSO() {
-			t.Fatalf("output %d (%v, %d bytes) matches no input and is not coalesced", oi, o.hdr, len(o.frame))
-		}
-		oc := classify(ccfg, Frame{Data: o.frame})
-		if oc.class != ckExact || !oc.tcpOK {
-			t.Fatalf("output %d: coalesced packet not parsable", oi)
-		}
-		checkCoalescedHeader(t, cfg, o)
-		payload := oc.payload
-		pos, segs := 0, 0
-		var set []int
-		lastWin := uint16(0)
-		minTTL := uint8(255)
-		var lastAck uint32
-		for i := first; i < len(ins); i++ {
-			c := ins[i]
-			if c.consumed || c.class != ckExact || c.key != oc.key {
-				continue
-			}
-			if !c.tcpOK {
-				break
-			}
-			if len(set) == 0 && c.seq != oc.seq {
-				t.Fatalf("output %d: starts at seq %d, flow's next input has seq %d", oi, oc.seq, c.seq)
-			}
-			if pos == len(payload) && (len(c.payload) > 0 || lastWin == oc.win) {
-				break
-			}
-			if len(c.payload) > 0 {
-				if pos+len(c.payload) > len(payload) || !bytes.Equal(payload[pos:pos+len(c.payload)], c.payload) {
-					t.Fatalf("output %d: payload mismatch at offset %d (input %d)", oi, pos, i)
-				}
-				pos += len(c.payload)
-				segs++
-			}
-			set = append(set, i)
-			lastWin, lastAck = c.win, c.ack
-			minTTL = min(minTTL, c.ttl)
-		}
-		if pos != len(payload) || len(set) < 2 {
-			t.Fatalf("output %d: only %d of %d payload bytes matched inputs", oi, pos, len(payload))
-		}
-		if lastWin != oc.win || lastAck != oc.ack || minTTL != oc.ttl {
-			t.Fatalf("output %d: win/ack/ttl %d/%d/%d, want %d/%d/%d", oi, oc.win, oc.ack, oc.ttl, lastWin, lastAck, minTTL)
-		}
-		if segs > 0 && !cfg.GSOMode && int(o.hdr.CsumStart) != segs {
-			t.Fatalf("output %d: csum_start %d, want %d segments", oi, o.hdr.CsumStart, segs)
-		}
-		consume(set)
-	}
-	for i, c := range ins {
-		if !c.consumed {
-			t.Fatalf("input %d never delivered", i)
-		}
+	if _, err := conformance.CheckStream(fromRSCConfig(normalize(cfg)), ins, outs); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// checkCoalescedHeader verifies the invariants of a coalesced packet.
-func checkCoalescedHeader(t testing.TB, cfg Config, o rec) {
-	t.Helper()
-	info, ok := header.Ethernet(o.frame).Parse()
-	if !ok {
-		t.Fatal("coalesced: bad Ethernet header")
+// --- conformance adapter ---
+
+// toRSCConfig converts a conformance configuration to the engine's.
+func toRSCConfig(c conformance.Config) Config {
+	return Config{
+		IPv4: c.IPv4, IPv6: c.IPv6, Interval: c.Interval, FlushAtBatchEnd: c.FlushAtBatchEnd,
+		MaxFlows: c.MaxFlows, MaxFrame: c.MaxFrame, GSOMode: c.GSOMode, GuestECN: c.GuestECN,
+		CompatChecksum: c.CompatChecksum, Timestamps: c.Timestamps,
 	}
-	l2 := info.HeaderLen
-	ipb := o.frame[l2:]
-	var l3 int
-	var src, dst []byte
-	gso := uint8(header.VirtioNetHdrGSOTCPv4)
-	if info.EtherType == header.EtherTypeIPv6 {
-		ip := header.IPv6(ipb)
-		if !ip.IsValid() || 40+int(ip.PayloadLength()) != len(ipb) || ip.NextHeader() != header.ProtocolTCP {
-			t.Fatalf("coalesced v6: bad length/next header")
-		}
-		l3, src, dst, gso = 40, ipb[8:24], ipb[24:40], header.VirtioNetHdrGSOTCPv6
-	} else {
-		ip := header.IPv4(ipb)
-		if !ip.IsValid() || int(ip.TotalLength()) != len(ipb) || !ip.IsChecksumValid() || ip.HeaderLen() != 20 {
-			t.Fatalf("coalesced v4: bad length or header checksum")
-		}
-		if ip.MF() {
-			t.Fatal("coalesced v4: MF set")
-		}
-		l3, src, dst = 20, ipb[12:16], ipb[16:20]
+}
+
+// fromRSCConfig converts the engine's configuration to the conformance one.
+func fromRSCConfig(c Config) conformance.Config {
+	return conformance.Config{
+		IPv4: c.IPv4, IPv6: c.IPv6, Interval: c.Interval, FlushAtBatchEnd: c.FlushAtBatchEnd,
+		MaxFlows: c.MaxFlows, MaxFrame: c.MaxFrame, GSOMode: c.GSOMode, GuestECN: c.GuestECN,
+		CompatChecksum: c.CompatChecksum, Timestamps: c.Timestamps,
 	}
-	if len(ipb) > MaxIPDatagram || len(o.frame) > cfg.MaxFrame {
-		t.Fatalf("coalesced packet too large: IP %d, frame %d", len(ipb), len(o.frame))
+}
+
+// engineAdapter is the engine as conformance.RunEngine drives it.
+type engineAdapter struct{ e *Engine }
+
+func (a engineAdapter) Input(now time.Duration, f conformance.Frame) bool {
+	return a.e.Input(now, Frame{Hdr: f.Hdr, Data: f.Data})
+}
+func (a engineAdapter) Tick(now time.Duration) bool         { return a.e.Tick(now) }
+func (a engineAdapter) EndBatch(now time.Duration) bool     { return a.e.EndBatch(now) }
+func (a engineAdapter) FlushAll() bool                      { return a.e.FlushAll() }
+func (a engineAdapter) SetConfig(c conformance.Config) bool { return a.e.SetConfig(toRSCConfig(c)) }
+func (a engineAdapter) Reset()                              { a.e.Reset() }
+func (a engineAdapter) Pending() int                        { return a.e.Pending() }
+func (a engineAdapter) Deadline() (time.Duration, bool)     { return a.e.NextDeadline() }
+func (a engineAdapter) Config() conformance.Config          { return fromRSCConfig(a.e.Config()) }
+func (a engineAdapter) Stats() conformance.Counters         { return conformance.CountersOf(a.e.Stats()) }
+
+// seqs returns n contiguous MSS data segments starting at seq.
+func seqs(seq uint32, n int, opts ...segOpt) []Frame { return seqs2(seq, n, mss, opts...) }
+
+// seqs2 returns n contiguous segments of size sz starting at seq.
+func seqs2(seq uint32, n, sz int, opts ...segOpt) []Frame {
+	out := make([]Frame, n)
+	for i := range out {
+		out[i] = D(seq+uint32(i*sz), sz, opts...)
 	}
-	tcp := header.TCP(ipb[l3:])
-	if o.hdr.GSOType&^header.VirtioNetHdrGSOECN != gso {
-		t.Fatalf("coalesced: gso_type %#x", o.hdr.GSOType)
-	}
-	if (o.hdr.GSOType&header.VirtioNetHdrGSOECN != 0) != (tcp.Flags()&header.TCPFlagCWR != 0) {
-		t.Fatal("coalesced: GSO_ECN does not match CWR")
-	}
-	if int(o.hdr.HdrLen) != l2+l3+tcp.DataOffset() {
-		t.Fatalf("coalesced: hdr_len %d", o.hdr.HdrLen)
-	}
-	if o.hdr.GSOSize == 0 || int(o.hdr.GSOSize) > len(tcp.Payload()) {
-		t.Fatalf("coalesced: gso_size %d", o.hdr.GSOSize)
-	}
-	seg := []byte(tcp)
-	ps := header.PseudoHeaderSum(header.ProtocolTCP, src, dst, uint32(len(seg)))
-	switch {
-	case cfg.GSOMode:
-		if o.hdr.Flags != header.VirtioNetHdrFNeedsCsum || int(o.hdr.CsumStart) != l2+l3 || o.hdr.CsumOffset != 16 {
-			t.Fatalf("GSO mode header %v", o.hdr)
-		}
-		if tcp.Checksum() != ps {
-			t.Fatal("GSO mode: TCP checksum field is not the pseudo-header sum")
-		}
-	case cfg.CompatChecksum:
-		if o.hdr.Flags != header.VirtioNetHdrFRSCInfo || o.hdr.CsumStart == 0 || o.hdr.CsumOffset != 0 {
-			t.Fatalf("compat header %v", o.hdr)
-		}
-		if !header.TransportChecksumValid(header.ProtocolTCP, src, dst, seg) {
-			t.Fatal("compat: TCP checksum invalid")
-		}
-	default:
-		if o.hdr.Flags != header.VirtioNetHdrFNeedsCsum|header.VirtioNetHdrFRSCInfo || o.hdr.CsumStart == 0 || o.hdr.CsumOffset != 0 {
-			t.Fatalf("RSC header %v", o.hdr)
-		}
-		if tcp.Checksum() != ps {
-			t.Fatal("RSC: TCP checksum field is not the pseudo-header sum")
-		}
-	}
-	if fl := tcp.Flags(); fl&^(header.TCPFlagACK|header.TCPFlagPSH|header.TCPFlagECE|header.TCPFlagCWR) != 0 || fl&header.TCPFlagACK == 0 {
-		t.Fatalf("coalesced: flags %#x", fl)
-	}
+	return out
 }
