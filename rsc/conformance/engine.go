@@ -54,8 +54,8 @@ func deviceOnly(k StepKind) bool {
 // TAP read batch: its frames are offered in order, then the batch ends
 // (EndBatch), as a device ends a batch when the TAP is empty. After the
 // last step everything pending is flushed and the expectations are checked.
-func RunEngine(sc Scenario, base Config, newEngine EngineFactory) Result {
-	res := Result{ID: sc.ID, Num: sc.Num, Title: sc.Title, Family: sc.Family, Runner: Engine}
+func RunEngine(sc Scenario, base Config, newEngine EngineFactory) (res Result) {
+	res = Result{ID: sc.ID, Num: sc.Num, Title: sc.Title, Family: sc.Family, Runner: Engine}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 	if sc.Runners&Engine == 0 {
