@@ -199,6 +199,14 @@ func (r *devRun) startDriver() error {
 		return fmt.Errorf("driver: %w", err)
 	}
 	r.drv = d
+	// Receive buffers first, as a driver initialises its rings before it
+	// configures offloads: the device answers GUEST_OFFLOADS_SET only after
+	// delivering what it holds.
+	if !r.full {
+		if err := d.postRx(); err != nil {
+			return err
+		}
+	}
 	if r.prog.Device.Driver == conformance.NetKVM && d.negotiated&(1<<virtionet.FeatureCtrlGuestOffloads) != 0 {
 		ack, err := d.setOffloads(conformance.OffloadsFor(r.cfg)&(d.negotiated|conformance.OffRSC), r.opts.Timeout)
 		if err != nil {
@@ -207,9 +215,6 @@ func (r *devRun) startDriver() error {
 		if ack != conformance.CtrlOK {
 			return fmt.Errorf("driver: GUEST_OFFLOADS_SET answered %d", ack)
 		}
-	}
-	if !r.full {
-		return d.postRx()
 	}
 	return nil
 }

@@ -108,6 +108,14 @@ func (r *TapRunner) open() error {
 	r.t = t
 	oldMTU, errMTU := t.MTU()
 	wasUp, errUp := t.IsUp()
+	// No IPv6 on the TAP while the runner uses it: the host's neighbour
+	// discovery would queue frames the device must deliver before it can
+	// acknowledge offload changes, and hold them while the ring is full.
+	v6 := "/proc/sys/net/ipv6/conf/" + t.Name() + "/disable_ipv6"
+	oldV6, errV6 := os.ReadFile(v6)
+	if errV6 == nil {
+		_ = os.WriteFile(v6, []byte("1"), 0)
+	}
 	if err := t.SetMTU(tapMTU); err != nil {
 		return fmt.Errorf("TAP %s: MTU %d: %w", r.opts.Name, tapMTU, err)
 	}
@@ -115,6 +123,9 @@ func (r *TapRunner) open() error {
 		return fmt.Errorf("TAP %s: link up: %w", r.opts.Name, err)
 	}
 	r.restore = func() {
+		if errV6 == nil {
+			_ = os.WriteFile(v6, oldV6, 0)
+		}
 		if errMTU == nil {
 			_ = t.SetMTU(oldMTU)
 		}
