@@ -208,7 +208,8 @@ func (r *devRun) startDriver() error {
 		}
 	}
 	if r.prog.Device.Driver == conformance.NetKVM && d.negotiated&(1<<virtionet.FeatureCtrlGuestOffloads) != 0 {
-		ack, err := d.setOffloads(conformance.OffloadsFor(r.cfg)&(d.negotiated|conformance.OffRSC), r.opts.Timeout)
+		// Only negotiated bits; bit 61 only with RSC_EXT (the same bit).
+		ack, err := d.setOffloads(conformance.OffloadsFor(r.cfg)&d.negotiated, r.opts.Timeout)
 		if err != nil {
 			return fmt.Errorf("driver: GUEST_OFFLOADS_SET: %w", err)
 		}
@@ -531,7 +532,7 @@ func (r *devRun) ringFull(on bool) error {
 func (r *devRun) setConfig(st conformance.Step) error {
 	mask := st.Mask
 	if mask == 0 {
-		mask = conformance.OffloadsFor(st.Config)
+		mask = conformance.OffloadsFor(st.Config) & r.drv.negotiated
 	}
 	if !st.Fails {
 		ack, err := r.drv.setOffloads(mask, r.opts.Timeout)
