@@ -70,3 +70,27 @@ func TestDeviceRunnerReportsFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestDeviceRunnerSeesDeviceBehaviour changes the device, not the
+// expectation: with x-rsc-batch-flush=on the device delivers S01's packet at
+// the end of the read batch, and the runner must notice.
+func TestDeviceRunnerSeesDeviceBehaviour(t *testing.T) {
+	sc, ok := conformance.Lookup("S01_BasicV4")
+	require.True(t, ok)
+	base := conformance.DefaultConfig()
+	base.FlushAtBatchEnd = true
+	res := hck.NewDeviceRunner(hck.Options{}).Run(context.Background(), sc, base)
+	require.Equal(t, conformance.Fail, res.Outcome)
+	require.Equal(t, "step 1 (check delivered): 1 packets delivered, want 0", res.Detail)
+
+	// A device property the scenario adds: guest_rsc_ext=off means no SCU.
+	build := sc.Build
+	sc.Build = func(cfg conformance.Config) conformance.Program {
+		p := build(cfg)
+		p.Device.Props = []string{"guest_rsc_ext=off"}
+		return p
+	}
+	res = hck.NewDeviceRunner(hck.Options{}).Run(context.Background(), sc, conformance.DefaultConfig())
+	require.Equal(t, conformance.Fail, res.Outcome)
+	require.Contains(t, res.Detail, "packets delivered, want 0")
+}
