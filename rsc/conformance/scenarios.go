@@ -694,7 +694,7 @@ var scenarioList = []Scenario{
 			}
 		}},
 	{ID: "S46_DisableDropsGSO", Num: 46, Title: "TSO4 cleared: a TCPv4 GSO frame the TAP still delivers is dropped", Family: IPv4,
-		Runners: Device, Why: "a real TAP segments GSO frames itself once TSO4 is off",
+		Runners: Device, Why: "dropping TAP GSO frames is the device's job; a real TAP segments them itself once TSO4 is off",
 		Build: func(Config) Program {
 			gso := D(Seq0+3*MSS, 20*MSS, WithHdr(header.VirtioNetHdr{
 				Flags: header.VirtioNetHdrFNeedsCsum, GSOType: header.VirtioNetHdrGSOTCPv4,
