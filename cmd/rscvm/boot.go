@@ -125,7 +125,11 @@ func bootGuest(ctx context.Context, cfg *bootConfig, stdout, stderr io.Writer) e
 	var gerr *vmm.GuestError
 	switch {
 	case errors.As(err, &gerr):
-		return fmt.Errorf("%w", err)
+		return err // "guest stopped: <exit reason> at RIP ...: instruction bytes ..."
+	case reason == vmm.StopCanceled && ctx.Err() != nil:
+		// SIGINT/SIGTERM: like QEMU, stop the guest and exit cleanly.
+		fmt.Fprintln(stderr, "rscvm: terminating on signal")
+		return nil
 	case err != nil:
 		return fmt.Errorf("boot: %w", err)
 	}
