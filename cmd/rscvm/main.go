@@ -36,6 +36,7 @@ func commands() []command {
 		{"boot", "boot a guest kernel under KVM", bootUsage, runBootCommand},
 		{"demo", "show receive segment coalescing end to end (test guest, TAP, TCP burst)", demoUsage, runDemoCommand},
 		{"rsc", "offline tools for the RSC engine (rsc replay)", rscUsage, runRSCCommand},
+		{"compat", "compare the test guest's view of QEMU's and rscvm's virtio-net-pci (compat qemu)", compatUsage, runCompatCommand},
 		{"hck", "HCK-style conformance runs: RSC scenarios through the virtio-net device (hck rsc)", hckUsage, runHCKCommand},
 		{"version", "print rscvm's version", func() string { return "usage: rscvm version\n" },
 			func(_ context.Context, _ []string, stdout, _ io.Writer) error {

@@ -1,0 +1,198 @@
+package compat
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rscvm/rscvm/guestimages/testguest"
+)
+
+// Config says how to run the cases.
+type Config struct {
+	// ELF is the test guest.
+	ELF string
+	// QEMU and Rscvm build the two VMM command lines
+	// (testguest.QEMUCommand, testguest.RscvmCommand).
+	QEMU, Rscvm func(extraDeviceProps []string) testguest.VMMCommand
+	// Rules classify differences; nil means DefaultRules().
+	Rules []Rule
+	// Timeout bounds one case (both VMMs); 0 means 60 s.
+	Timeout time.Duration
+	// Log, if set, gets progress and every serial line.
+	Log func(format string, args ...any)
+}
+
+// Result is the outcome of one case.
+type Result struct {
+	Case  string `json:"case"`
+	About string `json:"about"`
+	Class Class  `json:"class"`
+	// Note says what was compared differently (Case.Stream) or why the case failed.
+	Note    string   `json:"note,omitempty"`
+	Diffs   []Diff   `json:"diffs,omitempty"`
+	Seconds float64  `json:"seconds"`
+	QEMU    []string `json:"qemu_report,omitempty"`
+	Rscvm   []string `json:"rscvm_report,omitempty"`
+}
+
+// Run runs one case under both VMMs at the same time, each in its own
+// namespace, and compares the reports.
+func Run(ctx context.Context, cfg Config, c Case) Result {
+	start := time.Now()
+	res := Result{Case: c.Name, About: c.About}
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	var qLines, rLines []string
+	var qErr, rErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		qLines, qErr = runOne(ctx, cfg, c, cfg.QEMU(nil), "qemu")
+	}()
+	go func() {
+		defer wg.Done()
+		rLines, rErr = runOne(ctx, cfg, c, cfg.Rscvm(c.RscvmProps), "rscvm")
+	}()
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	q, r := ParseReport(qLines), ParseReport(rLines)
+	res.QEMU, res.Rscvm = lines(q), lines(r)
+	if err := errors.Join(qErr, rErr); err != nil {
+		res.Class, res.Note = Failed, err.Error()
+		return res
+	}
+	if c.Stream != "" {
+		q, r = streamReport(q, true), streamReport(r, true)
+		res.Note = c.Stream
+	} else if len(c.Frames) > 0 {
+		q, r = streamReport(q, false), streamReport(r, false)
+	}
+	rules := cfg.Rules
+	if rules == nil {
+		rules = DefaultRules()
+	}
+	if len(c.Known) > 0 {
+		rules = append(append([]Rule(nil), rules...), knownRule(c.Known))
+	}
+	res.Diffs = Compare(q, r, rules)
+	res.Class = CaseClass(res.Diffs)
+	return res
+}
+
+func lines(r Report) []string {
+	var out []string
+	for _, rec := range r.Records {
+		out = append(out, rec.Line)
+	}
+	return out
+}
+
+// runOne boots the guest under one VMM, injects the frames after ready and
+// returns the serial lines once the guest powered off.
+func runOne(ctx context.Context, cfg Config, c Case, cmd testguest.VMMCommand, who string) ([]string, error) {
+	logf := func(string, ...any) {}
+	if cfg.Log != nil {
+		logf = func(f string, a ...any) { cfg.Log(c.Name+" "+who+": "+f, a...) }
+	}
+	s, err := testguest.StartSession(ctx, testguest.SessionConfig{ELF: cfg.ELF, Cmdline: c.Cmdline, NIC: c.NIC,
+		Command: cmd, Log: logf})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", who, err)
+	}
+	defer s.Close()
+	if len(c.Frames) > 0 {
+		if _, err := s.WaitReady(ctx); err != nil {
+			return s.Lines(), fmt.Errorf("%s: guest not ready: %w; stderr: %s", who, err, strings.TrimSpace(s.Stderr()))
+		}
+		if err := s.Inject(c.Frames...); err != nil {
+			return s.Lines(), fmt.Errorf("%s: inject: %w", who, err)
+		}
+	}
+	out, err := s.Wait(ctx)
+	if err != nil {
+		return s.Lines(), fmt.Errorf("%s: %w", who, err)
+	}
+	if !out.Done {
+		return s.Lines(), fmt.Errorf("%s: guest did not reach its done line", who)
+	}
+	return s.Lines(), nil
+}
+
+// streamReport adds one "stream" record: segments carried, TCP payload
+// bytes, an FNV-1a sum of the TCP payloads in delivery order, and the OR of
+// the TCP flags. With only set, the rx, rsc and rxend records are dropped
+// (packet boundaries and per-packet headers are not compared).
+func streamReport(r Report, only bool) Report {
+	var out Report
+	var segs, bytes uint64
+	var flags byte
+	var payload []byte
+	bad := 0
+	for _, rec := range r.Records {
+		k := rec.Key
+		switch {
+		case strings.HasPrefix(k, "rx "):
+			n := uint64(1)
+			if rr := r.Find("rsc " + strings.TrimPrefix(k, "rx ")); rr != nil {
+				if v, ok := decField(rr, "segs"); ok {
+					n = v
+				}
+			}
+			segs += n
+			if !only {
+				out.Records = append(out.Records, rec)
+			}
+			d, _ := rec.Get("data")
+			b, _ := hex.DecodeString(d)
+			p, f, ok := tcpPayload(b)
+			if !ok {
+				bad++
+				continue
+			}
+			payload = append(payload, p...)
+			bytes += uint64(len(p))
+			flags |= f
+		case only && (strings.HasPrefix(k, "rsc ") || strings.HasPrefix(k, "rxend")):
+		default:
+			out.Records = append(out.Records, rec)
+		}
+	}
+	fields := []Field{{"segments", strconv.FormatUint(segs, 10)}, {"bytes", strconv.FormatUint(bytes, 10)},
+		{"sum", fmt.Sprintf("%08x", testguest.FrameSum(payload))}, {"tcpflags", fmt.Sprintf("%02x", flags)},
+		{"unparsed", strconv.Itoa(bad)}}
+	line := "stream"
+	for _, f := range fields {
+		line += " " + f.Key + "=" + f.Value
+	}
+	out.Records = append(out.Records, Record{Key: "stream", Fields: fields, Line: line})
+	return out
+}
+
+// tcpPayload returns the TCP payload and flags of an untagged IPv4/TCP frame.
+func tcpPayload(b []byte) ([]byte, byte, bool) {
+	if len(b) < 34 || b[12] != 0x08 || b[13] != 0x00 || b[14]>>4 != 4 || b[23] != 6 {
+		return nil, 0, false
+	}
+	ihl := int(b[14]&0x0f) * 4
+	tot := int(b[16])<<8 | int(b[17])
+	if ihl < 20 || tot < ihl+20 || 14+tot > len(b) {
+		return nil, 0, false
+	}
+	tcp := b[14+ihl : 14+tot]
+	doff := int(tcp[12]>>4) * 4
+	if doff < 20 || doff > len(tcp) {
+		return nil, 0, false
+	}
+	return tcp[doff:], tcp[13], true
+}
