@@ -15,7 +15,7 @@ VERSION     := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 export RSCVM_OUT := $(OUT)
 
-.PHONY: all build deps guest testguest linux-guest test check vet fmt-check staticcheck bench fuzz demo clean
+.PHONY: all build deps guest testguest linux-guest test check vet fmt-check staticcheck bench fuzz demo compat clean
 
 all: build
 
@@ -68,6 +68,11 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# rscvm beside QEMU 7.2: the test guest under both on separate TAPs, the same
+# frames, the reports diffed (exit 1 on an unexplained difference).
+compat: build guest
+	bin/rscvm compat qemu
 
 # The main job: boot the freestanding test guest under rscvm with a
 # TAP-backed virtio-net-pci (guest_rsc_ext=on), send a TCP burst from the
