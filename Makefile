@@ -71,7 +71,7 @@ fuzz:
 
 # rscvm beside QEMU 7.2: the test guest under both on separate TAPs, the same
 # frames, the reports diffed (exit 1 on an unexplained difference).
-compat: build guest
+compat: build testguest
 	bin/rscvm compat qemu
 
 # The main job: boot the freestanding test guest under rscvm with a
