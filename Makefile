@@ -48,11 +48,12 @@ staticcheck:
 
 check: fmt-check vet staticcheck
 
-# The whole suite, then the freestanding guest's virtio-net driver tests
-# again with rscvm (instead of QEMU) as the VMM: the same guest, TAP and
-# assertions against both devices.
+# The whole suite; the differential run against QEMU 7.2 (make compat); then
+# the freestanding guest's virtio-net driver tests again with rscvm (instead
+# of QEMU) as the VMM: the same guest, TAP and assertions against both devices.
 test: check build
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) compat
 	RSCVM_TESTGUEST_VMM=$(CURDIR)/bin/rscvm $(GO) test -count=1 -timeout 20m -run '^TestNet' ./guestimages/testguest/
 
 # Every benchmark, then the RSC engine beside wireguard-go's and gVisor's GRO
