@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"time"
+	"unsafe"
 
 	"github.com/rscvm/rscvm/net/header"
 )
@@ -21,6 +22,11 @@ const (
 	// BufferSize is the per-flow buffer size: the largest frame a pending
 	// packet can hold.
 	BufferSize = maxL2 + MaxIPDatagram
+	// bufStride is the distance between flow buffers: BufferSize rounded up
+	// to a cache line, so every buffer starts cache-line aligned (the copies
+	// in and out of it then use aligned accesses) and the buffers' first
+	// lines fall in different cache sets.
+	bufStride = (BufferSize + 63) &^ 63
 )
 
 // Config selects the engine's behaviour. The zero value coalesces nothing.
@@ -134,6 +140,7 @@ type packet struct {
 	class  class
 	reason reason // non-zero: cannot be coalesced
 	key    flowKey
+	hash   uint32 // hash of key, valid after lookup
 	v6     bool
 	pure   bool // no payload (pure ACK candidate)
 	l2, l3 int
@@ -158,7 +165,7 @@ type Engine struct {
 
 	flows []flow
 	free  []int32
-	index []int32 // open addressing, slot+1, 0 = empty
+	index []uint64 // open addressing: hash<<32 | slot+1, 0 = empty
 	mask  uint32
 	seed  uint64
 	head  int32
@@ -194,15 +201,19 @@ func (e *Engine) apply(cfg Config) {
 	cfg = normalize(cfg)
 	if len(e.flows) != cfg.MaxFlows {
 		e.flows = make([]flow, cfg.MaxFlows)
-		mem := make([]byte, cfg.MaxFlows*BufferSize)
+		mem := make([]byte, cfg.MaxFlows*bufStride+63)
+		// Align the first buffer to a cache line (large allocations are
+		// page aligned already; this only guards the assumption).
+		a := int(-uintptr(unsafe.Pointer(unsafe.SliceData(mem))) & 63)
 		for i := range e.flows {
-			e.flows[i].buf = mem[i*BufferSize : (i+1)*BufferSize : (i+1)*BufferSize]
+			o := a + i*bufStride
+			e.flows[i].buf = mem[o : o+BufferSize : o+BufferSize]
 		}
 		size := 4
 		for size < 4*cfg.MaxFlows {
 			size <<= 1
 		}
-		e.index = make([]int32, size)
+		e.index = make([]uint64, size)
 		e.mask = uint32(size - 1)
 		e.free = make([]int32, 0, cfg.MaxFlows)
 	}
@@ -328,7 +339,7 @@ func (e *Engine) Input(now time.Duration, f Frame) bool {
 		return e.passthrough(f, p.reason)
 	}
 
-	slot := e.lookup(&p.key)
+	slot := e.lookup(p)
 	if p.reason != reasonNone {
 		return e.exception(slot, f, p.reason)
 	}
@@ -705,7 +716,7 @@ func (e *Engine) start(now time.Duration, p *packet, f *Frame) {
 	e.free = e.free[:len(e.free)-1]
 	fl := &e.flows[i]
 	fl.key = p.key
-	fl.hash = e.hashKey(&p.key)
+	fl.hash = p.hash
 	fl.born = now
 	fl.n = copy(fl.buf, f.Data)
 	fl.origLen = fl.n
@@ -853,40 +864,56 @@ func (e *Engine) hashKey(k *flowKey) uint32 {
 	return uint32(h)
 }
 
-// lookup returns the slot holding key k, or -1. The most recently used
-// slot is tried first (bursts of one flow skip the hash).
-func (e *Engine) lookup(k *flowKey) int32 {
+// sameKey compares two flow keys field by field (inlined, no memequal call).
+func sameKey(a, b *flowKey) bool {
+	return (a.addr[0]^b.addr[0])|(a.addr[1]^b.addr[1])|(a.addr[2]^b.addr[2])|(a.addr[3]^b.addr[3])|
+		uint64(a.ports^b.ports)|uint64(a.meta^b.meta) == 0
+}
+
+// lookup returns the slot holding p's key, or -1, and leaves the key's hash
+// in p.hash (start reuses it). The most recently used slot is tried first
+// (bursts of one flow skip the hash); index entries carry the hash, so a
+// probe only reads a flow whose hash matches.
+func (e *Engine) lookup(p *packet) int32 {
+	k := &p.key
+	if l := e.last; l >= 0 && e.flows[l].active && sameKey(&e.flows[l].key, k) {
+		p.hash = e.flows[l].hash
+		return l
+	}
+	h := e.hashKey(k)
+	p.hash = h
 	if e.n == 0 {
 		return -1
 	}
-	if l := e.last; l >= 0 && e.flows[l].active && e.flows[l].key == *k {
-		return l
-	}
-	for pos := e.hashKey(k) & e.mask; ; pos = (pos + 1) & e.mask {
+	for pos := h & e.mask; ; pos = (pos + 1) & e.mask {
 		v := e.index[pos]
 		if v == 0 {
 			return -1
 		}
-		if e.flows[v-1].key == *k {
-			e.last = v - 1
-			return v - 1
+		if uint32(v>>32) == h {
+			s := int32(uint32(v)) - 1
+			if sameKey(&e.flows[s].key, k) {
+				e.last = s
+				return s
+			}
 		}
 	}
 }
 
 func (e *Engine) insert(i int32) {
-	pos := e.flows[i].hash & e.mask
+	h := e.flows[i].hash
+	pos := h & e.mask
 	for e.index[pos] != 0 {
 		pos = (pos + 1) & e.mask
 	}
-	e.index[pos] = i + 1
+	e.index[pos] = uint64(h)<<32 | uint64(i+1)
 }
 
 // remove unlinks slot i from the index and the FIFO and frees it.
 func (e *Engine) remove(i int32) {
 	fl := &e.flows[i]
 	pos := fl.hash & e.mask
-	for e.index[pos] != i+1 {
+	for uint32(e.index[pos]) != uint32(i+1) {
 		pos = (pos + 1) & e.mask
 	}
 	// Backward-shift deletion keeps probe sequences intact.
@@ -899,7 +926,7 @@ func (e *Engine) remove(i int32) {
 			if v == 0 {
 				goto unlinked
 			}
-			home := e.flows[v-1].hash & e.mask
+			home := uint32(v>>32) & e.mask
 			// Move v into the hole if its home is not in (pos, next].
 			if (next-home)&e.mask >= (next-pos)&e.mask {
 				e.index[pos] = v
