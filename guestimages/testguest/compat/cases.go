@@ -38,6 +38,12 @@ var (
 	hostMAC  = [6]byte{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}
 	hostIP   = netip.MustParseAddr("10.0.2.2")
 	guestIP  = netip.MustParseAddr("10.0.2.15")
+	hostIP6  = netip.MustParseAddr("fd00::2")
+	guestIP6 = netip.MustParseAddr("fd00::15")
+	// tsOpt is NOP NOP TS(TSval 1000, TSecr 2000), identical on every segment.
+	tsOpt = []byte{1, 1, 8, 10, 0, 0, 0x03, 0xe8, 0, 0, 0x07, 0xd0}
+	// raOpt is the IPv4 Router Alert option (IHL 6).
+	raOpt = []byte{0x94, 4, 0, 0}
 )
 
 // seg is one host->guest TCP segment (DF, ACK 777 unless set, window 1024).
@@ -48,6 +54,16 @@ type seg struct {
 	ack     uint32
 	win     uint16
 	srcPort uint16
+	// v6 sends the segment on the IPv6 flow (hostIP6 -> guestIP6).
+	v6 bool
+	// tos is the IPv4 TOS / IPv6 traffic class.
+	tos uint8
+	// opts are TCP options, ipOpts IPv4 options.
+	opts, ipOpts []byte
+	// mf sets IPv4 More Fragments (DF clear).
+	mf bool
+	// pad appends Ethernet padding after the IP datagram.
+	pad int
 }
 
 func (s seg) frame() []byte {
@@ -67,9 +83,12 @@ func (s seg) frame() []byte {
 	if s.srcPort == 0 {
 		s.srcPort = 5001
 	}
-	f := header.TCPFrame{DstMAC: guestMAC, SrcMAC: hostMAC, Src: hostIP, Dst: guestIP, DontFragment: true,
-		ID: uint16(s.seq), SrcPort: s.srcPort, DstPort: 40000, Seq: s.seq, Ack: s.ack, Flags: s.flags,
-		Window: s.win, Payload: p}
+	f := header.TCPFrame{DstMAC: guestMAC, SrcMAC: hostMAC, Src: hostIP, Dst: guestIP, DontFragment: !s.mf,
+		MoreFragments: s.mf, ID: uint16(s.seq), SrcPort: s.srcPort, DstPort: 40000, Seq: s.seq, Ack: s.ack,
+		Flags: s.flags, Window: s.win, Payload: p, TOS: s.tos, Options: s.opts, IPOptions: s.ipOpts, Padding: s.pad}
+	if s.v6 {
+		f.Src, f.Dst, f.DontFragment, f.ID = hostIP6, guestIP6, false, 0
+	}
 	return f.Build(nil)
 }
 
@@ -77,6 +96,26 @@ func frames(segs ...seg) [][]byte {
 	out := make([][]byte, len(segs))
 	for i, s := range segs {
 		out[i] = s.frame()
+	}
+	return out
+}
+
+// v6 returns segs on the IPv6 flow.
+func v6(segs []seg) []seg {
+	out := make([]seg, len(segs))
+	for i, s := range segs {
+		s.v6 = true
+		out[i] = s
+	}
+	return out
+}
+
+// withOpts returns segs carrying the TCP options o.
+func withOpts(segs []seg, o []byte) []seg {
+	out := make([]seg, len(segs))
+	for i, s := range segs {
+		s.opts = o
+		out[i] = s
 	}
 	return out
 }
@@ -122,6 +161,11 @@ const (
 	gapReason      = "QEMU (b)11: the exception segment (D4) never starts a new SCU"
 	ackCountReason = "QEMU (b)7: the window-update pure ACK is merged and counted as a segment"
 	dupAckReason   = "QEMU (b)7: dup ACKs at H.NXT are swallowed into the SCU and counted"
+	ecnV4Reason    = "QEMU (b)15: ECN-enabled IPv4 (ECT in TOS) never coalesces"
+	ecnV6Reason    = "QEMU (b)2: IPv6 ECN test masks DSCP bits, the CE segment is merged and CE lost"
+	tsReason       = "QEMU (b)15: any TCP option (identical timestamps) disables coalescing"
+	bypassReason   = "QEMU (b)10: the bypassed segment is delivered before the flow's pending SCU (reordering)"
+	padReason      = "QEMU (b)3/(b)7: no trim to IP length; the padded pure ACK is merged and its pad bytes enter the stream"
 )
 
 func withKnown(c Case, k ...Known) Case {
@@ -199,5 +243,47 @@ func Cases() []Case {
 			Known{Record: "rx n=2", QEMU: absent, Reason: dupAckReason},
 			Known{Record: "rx n=3", QEMU: absent, Reason: dupAckReason}),
 	}
+	cs = append(cs,
+		rscCase("rsc6-inorder", "(a)2 basic v6: 10 x 1440 in order -> SCU(10) TCPV6", v6(burst(1000, 10, 1440))...),
+		rscCase("rsc6-fin", "(a)6 on v6: D x3 + FIN -> SCU(3), FIN plain",
+			v6(append(burst(1000, 3, 1000), seg{seq: 4000, len: 100, flags: header.TCPFlagACK | header.TCPFlagFIN}))...),
+		withKnown(rscCase("rsc-ecn-ce", "(a)11 v4 ECT(0) x2 then CE",
+			seg{seq: 1000, len: 1000, tos: 2}, seg{seq: 2000, len: 1000, tos: 2}, seg{seq: 3000, len: 1000, tos: 3}),
+			// QEMU: 3 plain packets; rscvm: SCU(2) then the CE segment plain.
+			knownRecords(ecnV4Reason, "rx n=0", "rx n=1", "rx n=2", "rsc n=0", "rxend")...),
+		withKnown(rscCase("rsc6-ecn-ce", "(a)12 v6 ECT(0) x2 then CE",
+			v6([]seg{{seq: 1000, len: 1000, tos: 2}, {seq: 2000, len: 1000, tos: 2}, {seq: 3000, len: 1000, tos: 3}})...),
+			// QEMU: SCU(3) with the CE mark lost; rscvm: SCU(2), CE segment plain.
+			knownRecords(ecnV6Reason, "rx n=0", "rx n=1", "rsc n=0", "rxend", "stream")...),
+		withKnown(rscCase("rsc-ts", "(a)14 identical timestamp option x5", withOpts(burst(1000, 5, 1000), tsOpt)...),
+			// QEMU: 5 plain packets; rscvm: SCU(5).
+			knownRecords(tsReason, "rx n=0", "rx n=1", "rx n=2", "rx n=3", "rx n=4", "rsc n=0", "rxend")...),
+		rscCase("rsc-rst", "(a)7 D x2 then RST",
+			seg{seq: 1000, len: 1000}, seg{seq: 2000, len: 1000}, seg{seq: 3000, flags: header.TCPFlagRST | header.TCPFlagACK}),
+		withKnown(rscCase("rsc-syn", "(a)8 D x2 then SYN",
+			seg{seq: 1000, len: 1000}, seg{seq: 2000, len: 1000}, seg{seq: 999, flags: header.TCPFlagSYN}),
+			// QEMU: SYN, then SCU(2); rscvm: SCU(2), then SYN.
+			knownRecords(bypassReason, "rx n=0", "rx n=1", "rsc n=0", "rsc n=1")...),
+		rscCase("rsc-urg", "(a)9 D x2 then URG",
+			seg{seq: 1000, len: 1000}, seg{seq: 2000, len: 1000},
+			seg{seq: 3000, len: 1000, flags: header.TCPFlagACK | header.TCPFlagURG}),
+		rscCase("rsc-retrans", "(a)21 D1..D3 then D1 again",
+			append(burst(1000, 3, 1000), seg{seq: 1000, len: 1000})...),
+		rscCase("rsc-overlap", "(a)22 D1 D2 then a segment overlapping D2",
+			seg{seq: 1000, len: 1000}, seg{seq: 2000, len: 1000}, seg{seq: 2500, len: 1000}),
+		withKnown(rscCase("rsc-ipopts", "(a)16 D x2 then IHL 6 (router alert)",
+			seg{seq: 1000, len: 1000}, seg{seq: 2000, len: 1000}, seg{seq: 3000, len: 1000, ipOpts: raOpt}),
+			// QEMU: the IHL 6 segment, then SCU(2) (stream out of order); rscvm: SCU(2), then it.
+			knownRecords(bypassReason, "rx n=0", "rx n=1", "rsc n=0", "rsc n=1", "stream")...),
+		withKnown(rscCase("rsc-frag", "(a)17 D x2 then an MF=1 first fragment",
+			seg{seq: 1000, len: 1000}, seg{seq: 2000, len: 1000}, seg{seq: 3000, len: 1000, mf: true}),
+			// QEMU: the fragment, then SCU(2); rscvm: SCU(2), then the fragment.
+			knownRecords(bypassReason, "rx n=0", "rx n=1", "rsc n=0", "rsc n=1", "stream")...),
+		withKnown(rscCase("rsc-pad", "(a)35 padded pure ACK then D x3",
+			seg{seq: 1000, pad: 6}, seg{seq: 1000, len: 1000}, seg{seq: 2000, len: 1000}, seg{seq: 3000, len: 1000}),
+			// QEMU: one SCU(4) of 3060 bytes whose payload starts with the 6
+			// pad bytes; rscvm: the 60-byte ACK plain, then SCU(3).
+			knownRecords(padReason, "rx n=0", "rx n=1", "rsc n=0", "rsc n=1", "rxend", "stream")...),
+	)
 	return cs
 }
