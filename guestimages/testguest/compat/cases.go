@@ -28,6 +28,9 @@ type Case struct {
 	// boundaries: set where QEMU's timer makes the split nondeterministic.
 	// The text says why (it is shown in the table).
 	Stream string
+	// Vnet, if set, is the virtio-net header every frame is injected with
+	// (Session.InjectVnet); nil injects plain frames (Session.Inject).
+	Vnet *header.VirtioNetHdr
 	// Known are this scenario's documented differences.
 	Known []Known
 }
@@ -64,6 +67,8 @@ type seg struct {
 	mf bool
 	// pad appends Ethernet padding after the IP datagram.
 	pad int
+	// partial stores the pseudo-header sum as the TCP checksum (NEEDS_CSUM).
+	partial bool
 }
 
 func (s seg) frame() []byte {
@@ -86,6 +91,9 @@ func (s seg) frame() []byte {
 	f := header.TCPFrame{DstMAC: guestMAC, SrcMAC: hostMAC, Src: hostIP, Dst: guestIP, DontFragment: !s.mf,
 		MoreFragments: s.mf, ID: uint16(s.seq), SrcPort: s.srcPort, DstPort: 40000, Seq: s.seq, Ack: s.ack,
 		Flags: s.flags, Window: s.win, Payload: p, TOS: s.tos, Options: s.opts, IPOptions: s.ipOpts, Padding: s.pad}
+	if s.partial {
+		f.Checksum = header.ChecksumPartial
+	}
 	if s.v6 {
 		f.Src, f.Dst, f.DontFragment, f.ID = hostIP6, guestIP6, false, 0
 	}
@@ -157,15 +165,16 @@ func plainFrames() [][]byte {
 }
 
 const (
-	pshReason      = "QEMU (a)5: SCU takes the last segment's TCP flags, PSH of an earlier segment lost (not itemised in (b))"
-	gapReason      = "QEMU (b)11: the exception segment (D4) never starts a new SCU"
-	ackCountReason = "QEMU (b)7: the window-update pure ACK is merged and counted as a segment"
-	dupAckReason   = "QEMU (b)7: dup ACKs at H.NXT are swallowed into the SCU and counted"
-	ecnV4Reason    = "QEMU (b)15: ECN-enabled IPv4 (ECT in TOS) never coalesces"
-	ecnV6Reason    = "QEMU (b)2: IPv6 ECN test masks DSCP bits, the CE segment is merged and CE lost"
-	tsReason       = "QEMU (b)15: any TCP option (identical timestamps) disables coalescing"
-	bypassReason   = "QEMU (b)10: the bypassed segment is delivered before the flow's pending SCU (reordering)"
-	padReason      = "QEMU (b)3/(b)7: no trim to IP length; the padded pure ACK is merged and its pad bytes enter the stream"
+	pshReason       = "QEMU (a)5: SCU takes the last segment's TCP flags, PSH of an earlier segment lost (not itemised in (b))"
+	gapReason       = "QEMU (b)11: the exception segment (D4) never starts a new SCU"
+	ackCountReason  = "QEMU (b)7: the window-update pure ACK is merged and counted as a segment"
+	dupAckReason    = "QEMU (b)7: dup ACKs at H.NXT are swallowed into the SCU and counted"
+	ecnV4Reason     = "QEMU (b)15: ECN-enabled IPv4 (ECT in TOS) never coalesces"
+	ecnV6Reason     = "QEMU (b)2: IPv6 ECN test masks DSCP bits, the CE segment is merged and CE lost"
+	tsReason        = "QEMU (b)15: any TCP option (identical timestamps) disables coalescing"
+	bypassReason    = "QEMU (b)10: the bypassed segment is delivered before the flow's pending SCU (reordering)"
+	needsCsumReason = "QEMU (b)4: a cached packet drained uncoalesced loses NEEDS_CSUM (flags zeroed, partial checksum left in the frame)"
+	padReason       = "QEMU (b)3/(b)7: no trim to IP length; the padded pure ACK is merged and its pad bytes enter the stream"
 )
 
 func withKnown(c Case, k ...Known) Case {
@@ -284,6 +293,23 @@ func Cases() []Case {
 			// QEMU: one SCU(4) of 3060 bytes whose payload starts with the 6
 			// pad bytes; rscvm: the 60-byte ACK plain, then SCU(3).
 			knownRecords(padReason, "rx n=0", "rx n=1", "rsc n=0", "rsc n=1", "rxend", "stream")...),
+		withKnown(vnetCase("rsc-lone-needscsum", "(a)3/(a)42 lone segment injected with NEEDS_CSUM: header kept",
+			header.VirtioNetHdrFNeedsCsum),
+			Known{Record: "rx n=0", Field: "flags", QEMU: "00", Rscvm: "01", Reason: needsCsumReason}),
+		vnetCase("rsc-lone-vnet0", "(a)3 lone segment injected with a zero virtio-net header", 0),
 	)
 	return cs
+}
+
+// vnetCase is rsc-lone with the frame injected with a virtio-net header
+// carrying flags; with NEEDS_CSUM the frame holds the partial (pseudo-header)
+// TCP checksum and the header csum_start/csum_offset.
+func vnetCase(name, about string, flags uint8) Case {
+	c := rscCase(name, about, seg{seq: 1000, len: 1448, partial: flags&header.VirtioNetHdrFNeedsCsum != 0})
+	h := header.VirtioNetHdr{Flags: flags}
+	if flags&header.VirtioNetHdrFNeedsCsum != 0 {
+		h.CsumStart, h.CsumOffset = 34, header.TCPChecksumOffset
+	}
+	c.Vnet = &h
+	return c
 }

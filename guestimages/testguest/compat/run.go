@@ -115,7 +115,13 @@ func runOne(ctx context.Context, cfg Config, c Case, cmd testguest.VMMCommand, w
 		if _, err := s.WaitReady(ctx); err != nil {
 			return s.Lines(), fmt.Errorf("%s: guest not ready: %w; stderr: %s", who, err, strings.TrimSpace(s.Stderr()))
 		}
-		if err := s.Inject(c.Frames...); err != nil {
+		if c.Vnet != nil {
+			for _, f := range c.Frames {
+				if err := s.InjectVnet(*c.Vnet, f); err != nil {
+					return s.Lines(), fmt.Errorf("%s: inject: %w", who, err)
+				}
+			}
+		} else if err := s.Inject(c.Frames...); err != nil {
 			return s.Lines(), fmt.Errorf("%s: inject: %w", who, err)
 		}
 	}
@@ -179,8 +185,16 @@ func streamReport(r Report, only bool) Report {
 	return out
 }
 
-// tcpPayload returns the TCP payload and flags of an untagged IPv4/TCP frame.
+// tcpPayload returns the TCP payload and flags of an untagged IPv4/TCP or
+// IPv6/TCP (no extension header) frame.
 func tcpPayload(b []byte) ([]byte, byte, bool) {
+	if len(b) >= 54 && b[12] == 0x86 && b[13] == 0xdd && b[14]>>4 == 6 && b[20] == 6 {
+		pl := int(b[18])<<8 | int(b[19])
+		if pl < 20 || 54+pl > len(b) {
+			return nil, 0, false
+		}
+		return tcpSegment(b[54 : 54+pl])
+	}
 	if len(b) < 34 || b[12] != 0x08 || b[13] != 0x00 || b[14]>>4 != 4 || b[23] != 6 {
 		return nil, 0, false
 	}
@@ -189,7 +203,11 @@ func tcpPayload(b []byte) ([]byte, byte, bool) {
 	if ihl < 20 || tot < ihl+20 || 14+tot > len(b) {
 		return nil, 0, false
 	}
-	tcp := b[14+ihl : 14+tot]
+	return tcpSegment(b[14+ihl : 14+tot])
+}
+
+// tcpSegment returns the payload and flags of a TCP segment.
+func tcpSegment(tcp []byte) ([]byte, byte, bool) {
 	doff := int(tcp[12]>>4) * 4
 	if doff < 20 || doff > len(tcp) {
 		return nil, 0, false
