@@ -154,22 +154,14 @@ func parseHCKArgs(args []string) (*hckOptions, error) {
 
 // runHCKCommand dispatches `rscvm hck <suite>`.
 func runHCKCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, hckUsage())
-		return exitError{2}
-	}
-	switch args[0] {
-	case "rsc":
-		opts, err := parseHCKArgs(args[1:])
-		if err != nil {
-			return fmt.Errorf("hck rsc: %w", err)
-		}
-		return runHCKRSC(ctx, opts, stdout, stderr)
-	case "help":
-		fmt.Fprint(stdout, hckUsage())
-		return nil
-	}
-	return fmt.Errorf("hck: unknown suite %q (suites: rsc)", args[0])
+	return runSubcommand(ctx, "hck", "suite", hckUsage, []subcommand{{"rsc",
+		func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			opts, err := parseHCKArgs(args)
+			if err != nil {
+				return fmt.Errorf("hck rsc: %w", err)
+			}
+			return runHCKRSC(ctx, opts, stdout, stderr)
+		}}}, args, stdout, stderr)
 }
 
 // hckResult is the JSON form of one scenario's result.

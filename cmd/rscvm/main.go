@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -89,6 +90,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return fmt.Errorf("unknown command %q (commands: %s)", name, commandNames())
+}
+
+// subcommand is one entry of a command with subcommands (`rscvm hck rsc`,
+// `rscvm rsc replay`).
+type subcommand struct {
+	name string
+	run  func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// runSubcommand dispatches args[0] among subs: no argument prints usage to
+// stderr (exit status 2), "help" prints it to stdout, anything else unknown
+// is an error naming it and the accepted ones (kind: "suite", "subcommand").
+func runSubcommand(ctx context.Context, parent, kind string, usage func() string, subs []subcommand,
+	args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage())
+		return exitError{2}
+	}
+	if args[0] == "help" {
+		fmt.Fprint(stdout, usage())
+		return nil
+	}
+	names := make([]string, len(subs))
+	for i, s := range subs {
+		if s.name == args[0] {
+			return s.run(ctx, args[1:], stdout, stderr)
+		}
+		names[i] = s.name
+	}
+	return fmt.Errorf("%s: unknown %s %q (%ss: %s)", parent, kind, args[0], kind, strings.Join(names, ", "))
 }
 
 func commandNames() string {

@@ -30,22 +30,14 @@ func rscUsage() string {
 
 // runRSCCommand dispatches `rscvm rsc <subcommand>`.
 func runRSCCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, rscUsage())
-		return exitError{2}
-	}
-	switch args[0] {
-	case "replay":
-		opts, err := parseReplayArgs(args[1:])
-		if err != nil {
-			return fmt.Errorf("rsc replay: %w", err)
-		}
-		return runReplay(ctx, opts, stdout, stderr)
-	case "help":
-		fmt.Fprint(stdout, rscUsage())
-		return nil
-	}
-	return fmt.Errorf("rsc: unknown subcommand %q (subcommands: replay)", args[0])
+	return runSubcommand(ctx, "rsc", "subcommand", rscUsage, []subcommand{{"replay",
+		func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			opts, err := parseReplayArgs(args)
+			if err != nil {
+				return fmt.Errorf("rsc replay: %w", err)
+			}
+			return runReplay(ctx, opts, stdout, stderr)
+		}}}, args, stdout, stderr)
 }
 
 // tapFlags is the vnet-header checksum state the TAP gives each frame.
