@@ -29,6 +29,16 @@ func NewKick() (*Kick, error) {
 	return &Kick{f: os.NewFile(uintptr(fd), "virtio-kick")}, nil
 }
 
+// KickFromFile wraps an eventfd someone else created (a vhost-user
+// frontend's kick descriptor). The Kick takes ownership of f and makes it
+// non-blocking.
+func KickFromFile(f *os.File) (*Kick, error) {
+	if err := unix.SetNonblock(int(f.Fd()), true); err != nil {
+		return nil, fmt.Errorf("virtio: kick descriptor: %w", err)
+	}
+	return &Kick{f: f}, nil
+}
+
 // File is the eventfd, for KVM_IOEVENTFD registration.
 func (k *Kick) File() *os.File { return k.f }
 
