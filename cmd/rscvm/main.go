@@ -38,6 +38,7 @@ func commands() []command {
 		{"demo", "show receive segment coalescing end to end (test guest, TAP, TCP burst)", demoUsage, runDemoCommand},
 		{"rsc", "offline tools for the RSC engine (rsc replay)", rscUsage, runRSCCommand},
 		{"compat", "compare the test guest's view of QEMU's and rscvm's virtio-net-pci (compat qemu)", compatUsage, runCompatCommand},
+		{"vhost-user-net", "serve rscvm's virtio-net datapath and RSC to a vhost-user frontend (QEMU)", vhostUserUsage, runVhostUserCommand},
 		{"hck", "HCK-style conformance runs: RSC scenarios through the virtio-net device (hck rsc)", hckUsage, runHCKCommand},
 		{"version", "print rscvm's version", func() string { return "usage: rscvm version\n" },
 			func(_ context.Context, _ []string, stdout, _ io.Writer) error {
@@ -50,9 +51,9 @@ func commands() []command {
 func mainUsage() string {
 	s := "rscvm: a KVM micro-VMM with a QEMU-compatible virtio-net-pci device and receive segment coalescing\n\nusage: rscvm <command> [flags]\n\ncommands:\n"
 	for _, c := range commands() {
-		s += fmt.Sprintf("  %-10s %s\n", c.name, c.summary)
+		s += fmt.Sprintf("  %-14s %s\n", c.name, c.summary)
 	}
-	s += "  help       show help for a command (rscvm help boot)\n"
+	s += "  help           show help for a command (rscvm help boot)\n"
 	return s
 }
 

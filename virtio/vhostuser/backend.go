@@ -38,14 +38,18 @@ type Config struct {
 	// RingsHook, if set, is told which rings are about to run before each
 	// activation (virtio-net attaches the TAP queues of the enabled pairs).
 	RingsHook func(running []bool)
+	// ConfigSpace offers VHOST_USER_PROTOCOL_F_CONFIG: GET/SET_CONFIG read
+	// and write the device's configuration space. Off by default: QEMU's
+	// virtio-net keeps the configuration space itself (and warns when a
+	// backend offers it).
+	ConfigSpace bool
 	// Logger receives protocol errors and state changes (default
 	// slog.Default()).
 	Logger *slog.Logger
 }
 
-// offeredProtocol are the protocol features the backend implements.
-const offeredProtocol = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolConfig |
-	1<<ProtocolResetDevice | 1<<ProtocolConfigureMemSlots
+// baseProtocol are the protocol features the backend always offers.
+const baseProtocol = 1<<ProtocolMQ | 1<<ProtocolReplyAck | 1<<ProtocolResetDevice | 1<<ProtocolConfigureMemSlots
 
 // ring is the backend's state for one vring.
 type ring struct {
@@ -73,6 +77,7 @@ type Backend struct {
 	log      *slog.Logger
 	dev      virtio.Device
 	offered  uint64
+	proto    uint64         // protocol features offered
 	queues   []*queue.Queue // one per device queue (len(QueueMaxSizes()))
 	kicks    []*virtio.Kick
 	rings    []*ring
@@ -116,6 +121,10 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{cfg: cfg, log: cfg.Logger, dev: cfg.Device, conns: map[*net.UnixConn]bool{}}
 	if b.log == nil {
 		b.log = slog.Default()
+	}
+	b.proto = baseProtocol
+	if cfg.ConfigSpace {
+		b.proto |= 1 << ProtocolConfig
 	}
 	b.offered = (cfg.Device.Features() & cfg.FeatureMask &^ (1 << FeatureProtocolFeatures)) | 1<<FeatureProtocolFeatures
 	b.queues = make([]*queue.Queue, len(sizes))
@@ -266,14 +275,14 @@ func (b *Backend) dispatch(req Request, m *message) ([]byte, error) {
 		}
 		return nil, b.setFeatures(v)
 	case ReqGetProtocolFeatures:
-		return u64Bytes(offeredProtocol), nil
+		return u64Bytes(b.proto), nil
 	case ReqSetProtocolFeatures:
 		v, err := payloadU64(req, p)
 		if err != nil {
 			return nil, err
 		}
-		if v&^offeredProtocol != 0 {
-			return nil, fmt.Errorf("%v: %#x has bits the backend did not offer (%#x): %w", req, v, uint64(offeredProtocol), ErrNotSupported)
+		if v&^b.proto != 0 {
+			return nil, fmt.Errorf("%v: %#x has bits the backend did not offer (%#x): %w", req, v, b.proto, ErrNotSupported)
 		}
 		b.protocol = v
 		return nil, nil
@@ -376,22 +385,11 @@ func (b *Backend) dispatch(req Request, m *message) ([]byte, error) {
 		}
 		r.enabled = s.Num() == 1
 		return nil, b.reconcile()
-	case ReqGetConfig:
-		cm, err := parseConfig(req, p)
-		if err != nil {
-			return nil, err
+	case ReqGetConfig, ReqSetConfig:
+		if b.protocol&(1<<ProtocolConfig) == 0 {
+			return nil, fmt.Errorf("%v without VHOST_USER_PROTOCOL_F_CONFIG: %w", req, ErrState)
 		}
-		out := make([]byte, configHdrSize+int(cm.Size()))
-		copy(out, p[:configHdrSize])
-		b.dev.ReadConfig(uint64(cm.Offset()), out[configHdrSize:])
-		return out, nil
-	case ReqSetConfig:
-		cm, err := parseConfig(req, p)
-		if err != nil {
-			return nil, err
-		}
-		b.dev.WriteConfig(uint64(cm.Offset()), p[configHdrSize:configHdrSize+int(cm.Size())])
-		return nil, nil
+		return b.config(req, p)
 	case ReqSetStatus:
 		v, err := payloadU64(req, p)
 		if err != nil {
@@ -412,6 +410,23 @@ func (b *Backend) dispatch(req Request, m *message) ([]byte, error) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("%v: %w", req, ErrNotSupported)
+}
+
+// config serves GET_CONFIG and SET_CONFIG from the device's configuration
+// space.
+func (b *Backend) config(req Request, p []byte) ([]byte, error) {
+	cm, err := parseConfig(req, p)
+	if err != nil {
+		return nil, err
+	}
+	if req == ReqSetConfig {
+		b.dev.WriteConfig(uint64(cm.Offset()), p[configHdrSize:configHdrSize+int(cm.Size())])
+		return nil, nil
+	}
+	out := make([]byte, configHdrSize+int(cm.Size()))
+	copy(out, p[:configHdrSize])
+	b.dev.ReadConfig(uint64(cm.Offset()), out[configHdrSize:])
+	return out, nil
 }
 
 func (b *Backend) setFeatures(v uint64) error {

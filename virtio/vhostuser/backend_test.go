@@ -53,7 +53,7 @@ func newRig(t *testing.T, props map[string]string) *rig {
 		t.Fatal(err)
 	}
 	b, err := New(Config{Device: dev, Rings: 2, QueueNum: 1, FeatureMask: virtionet.VhostUserFeatureMask(),
-		AckHook: dev.VhostUserAck})
+		AckHook: dev.VhostUserAck, ConfigSpace: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestMemoryRegionsAtRunTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = fe.getU64(ReqGetFeatures)
-	fe.mustDo(ReqSetProtocolFeatures, u64(offeredProtocol))
+	fe.mustDo(ReqSetProtocolFeatures, u64(baseProtocol))
 	fe.reply = true
 	fe.mustDo(ReqSetFeatures, u64(netFeatues|1<<FeatureProtocolFeatures))
 	// Two regions: [0, 4M) and [4M, 8M) of the memfd.
