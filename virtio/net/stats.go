@@ -119,6 +119,51 @@ func rscStatsFrom(s rsc.Stats) RSCStats {
 	}
 }
 
+// plus returns s with o added field by field.
+func (s RSCStats) plus(o RSCStats) RSCStats {
+	s.Received += o.Received
+	s.Coalesced += o.Coalesced
+	s.OverSize += o.OverSize
+	s.Cache += o.Cache
+	s.EmptyCache += o.EmptyCache
+	s.NoMatchCache += o.NoMatchCache
+	s.WinUpdate += o.WinUpdate
+	s.TCPSyn += o.TCPSyn
+	s.TCPCtrlDrain += o.TCPCtrlDrain
+	s.DupAck += o.DupAck
+	s.PureAck += o.PureAck
+	s.AckOutOfWin += o.AckOutOfWin
+	s.DataOutOfWin += o.DataOutOfWin
+	s.DataOutOfOrder += o.DataOutOfOrder
+	s.BypassNotTCP += o.BypassNotTCP
+	s.TCPAllOpt += o.TCPAllOpt
+	s.IPFrag += o.IPFrag
+	s.IPECN += o.IPECN
+	s.IPHacked += o.IPHacked
+	s.IPOption += o.IPOption
+	s.DrainFailed += o.DrainFailed
+	s.Timer += o.Timer
+	s.Frames += o.Frames
+	s.BypassNotIP += o.BypassNotIP
+	s.BadChecksum += o.BadChecksum
+	s.HostGSO += o.HostGSO
+	s.TCPECN += o.TCPECN
+	s.Mismatch += o.Mismatch
+	s.Timestamp += o.Timestamp
+	s.TooLarge += o.TooLarge
+	s.Batch += o.Batch
+	s.Evictions += o.Evictions
+	s.Delivered += o.Delivered
+	s.Passthrough += o.Passthrough
+	s.Singles += o.Singles
+	s.Discarded += o.Discarded
+	s.CoalesceEvents += o.CoalesceEvents
+	s.CoalescedSegments += o.CoalescedSegments
+	s.CoalescedBytes += o.CoalescedBytes
+	s.Aborts += o.Aborts
+	return s
+}
+
 // CtrlStats are the control queue's counters.
 type CtrlStats struct {
 	Commands  uint64 `json:"commands"`  // commands answered
@@ -141,6 +186,10 @@ type pairStats struct {
 	s   QueueStats
 	rsc RSCStats
 	has bool // rsc is valid
+	// rscBase are the RSC counters of the pair's earlier activations (each
+	// activation starts a new engine): the counters are cumulative, as the
+	// queue counters are.
+	rscBase RSCStats
 }
 
 // Stats returns a snapshot of the counters. Workers publish their counters

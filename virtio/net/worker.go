@@ -176,6 +176,7 @@ func (d *Device) newWorker(run *runState, p int, negotiated uint64, cfg rxConfig
 	w.numBufs = w.hdrLen == BackendHdrSize
 	w.pub.mu.Lock()
 	w.st = w.pub.s
+	w.pub.rscBase = w.pub.rsc
 	w.pub.mu.Unlock()
 	w.rxKick, w.txKick = kickAt(run.kicks, w.rxIdx), kickAt(run.kicks, w.txIdx)
 	if readyAt(run.queues, w.rxIdx) {
@@ -555,7 +556,7 @@ func (w *worker) publish() {
 	w.pub.mu.Lock()
 	w.pub.s = w.st
 	if w.rscUsed && w.engine != nil {
-		w.pub.rsc = rscStatsFrom(w.engine.Stats())
+		w.pub.rsc = rscStatsFrom(w.engine.Stats()).plus(w.pub.rscBase)
 		w.pub.has = true
 	}
 	w.pub.mu.Unlock()
