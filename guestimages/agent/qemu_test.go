@@ -94,6 +94,9 @@ func TestMain(m *testing.M) {
 	if initrdDir != "" {
 		os.RemoveAll(initrdDir)
 	}
+	if rscvmBin != "" {
+		os.RemoveAll(filepath.Dir(rscvmBin))
+	}
 	os.Exit(code)
 }
 
