@@ -404,3 +404,73 @@ func TestMalformedRequests(t *testing.T) {
 	r.be.Q(0).Inject(f.Hdr, f.Data)
 	r.received(1)
 }
+
+// TestMultiQueue: with two queue pairs (MQ), each pair's rings run on its
+// own worker and backend queue; a pair whose rings the frontend enabled
+// receives from its backend queue.
+func TestMultiQueue(t *testing.T) {
+	be, err := nettest.New(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	cfg := virtionet.DefaultConfig()
+	cfg.MQ = true
+	dev, err := virtionet.New(cfg, be, virtionet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := dev.MaxQueuePairs()
+	if pairs != 2 {
+		t.Fatalf("max queue pairs %d, want 2", pairs)
+	}
+	var hooked []bool
+	b, err := New(Config{Device: dev, Rings: 4, QueueNum: 2, FeatureMask: virtionet.VhostUserFeatureMask(),
+		AckHook: dev.VhostUserAck, RingsHook: func(r []bool) {
+			hooked = append([]bool(nil), r...)
+			_ = dev.SetQueuePairs(2)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Features()&(1<<virtionet.FeatureMQ) == 0 {
+		t.Fatal("MQ not offered with two queue pairs")
+	}
+	fe := newTestFrontend(t, listen(t, b))
+	if n := fe.getU64(ReqGetQueueNum); n != 2 {
+		t.Fatalf("GET_QUEUE_NUM %d, want 2", n)
+	}
+	fe.handshake(netFeatues)
+	var drivers []*queuetest.Driver
+	for i := 0; i < 4; i++ {
+		base := uint64(0x10000 + i*0x1f0000)
+		d, err := queuetest.NewDriver(fe.mem, ringLayout(256, base, base+0x1f0000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		drivers = append(drivers, d)
+		if i%2 == 0 {
+			for j := 0; j < 8; j++ {
+				if _, err := d.AddChain(queuetest.W(rxBufSize)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		fe.startRing(uint32(i), d, 0)
+	}
+	if len(hooked) != 4 || !hooked[2] || !hooked[3] {
+		t.Fatalf("rings hook saw %v", hooked)
+	}
+	if got := dev.Negotiated(); got&(1<<virtionet.FeatureMQ) == 0 {
+		t.Fatalf("device runs without MQ: %#x", got)
+	}
+	for p := 0; p < 2; p++ {
+		f := conformance.D(conformance.Seq0+uint32(p)*1000, 100+p)
+		be.Q(p).Inject(f.Hdr, f.Data)
+		e := waitUsed(t, drivers[2*p], 1)
+		got := drivers[2*p].Written(uint16(e[0].ID), int(e[0].Len))
+		if !bytes.Equal(got[header.VirtioNetHdrSize:], f.Data) {
+			t.Fatalf("pair %d: received frame differs", p)
+		}
+	}
+}
