@@ -302,21 +302,16 @@ func (b *Backend) dispatch(req Request, m *message) ([]byte, error) {
 		return nil, b.addMemReg(m)
 	case ReqRemMemReg:
 		return nil, b.remMemReg(m)
-	case ReqSetVringNum:
-		s, err := payloadState(req, p)
+	case ReqSetVringNum, ReqSetVringBase, ReqGetVringBase, ReqSetVringEnable:
+		st, err := payloadState(req, p)
 		if err != nil {
 			return nil, err
 		}
-		r, err := b.ringAt(req, s.Index())
+		r, err := b.ringAt(req, st.Index())
 		if err != nil {
 			return nil, err
 		}
-		if n := s.Num(); n == 0 || n > queue.MaxSize || n&(n-1) != 0 {
-			return nil, fmt.Errorf("%v: ring %d size %d (a power of two up to %d): %w", req, s.Index(), n, queue.MaxSize, queue.ErrSize)
-		}
-		r.num = s.Num()
-		b.dirty = b.dirty || r.running
-		return nil, b.reconcile()
+		return b.vringState(req, st, r)
 	case ReqSetVringAddr:
 		a, err := payloadAddr(req, p)
 		if err != nil {
@@ -332,59 +327,8 @@ func (b *Backend) dispatch(req Request, m *message) ([]byte, error) {
 		r.desc, r.used, r.avail, r.addrSet = a.Desc(), a.Used(), a.Avail(), true
 		b.dirty = b.dirty || r.running
 		return nil, b.reconcile()
-	case ReqSetVringBase:
-		s, err := payloadState(req, p)
-		if err != nil {
-			return nil, err
-		}
-		r, err := b.ringAt(req, s.Index())
-		if err != nil {
-			return nil, err
-		}
-		if r.running {
-			return nil, fmt.Errorf("%v: ring %d is running: %w", req, s.Index(), ErrState)
-		}
-		if s.Num() > 0xFFFF {
-			return nil, fmt.Errorf("%v: ring %d base %d (split rings: 16 bits): %w", req, s.Index(), s.Num(), ErrNotSupported)
-		}
-		r.base = uint16(s.Num())
-		return nil, nil
-	case ReqGetVringBase:
-		s, err := payloadState(req, p)
-		if err != nil {
-			return nil, err
-		}
-		r, err := b.ringAt(req, s.Index())
-		if err != nil {
-			return nil, err
-		}
-		r.started = false
-		rerr := b.reconcile()
-		if r.kick != nil {
-			_ = r.kick.Close()
-			r.kick = nil
-			b.kicks[s.Index()] = nil
-		}
-		out := make([]byte, vringStateSize)
-		le.PutUint32(out[0:4], s.Index())
-		le.PutUint32(out[4:8], uint32(r.base))
-		return out, rerr
 	case ReqSetVringKick, ReqSetVringCall, ReqSetVringErr:
 		return nil, b.setVringFD(req, m)
-	case ReqSetVringEnable:
-		s, err := payloadState(req, p)
-		if err != nil {
-			return nil, err
-		}
-		r, err := b.ringAt(req, s.Index())
-		if err != nil {
-			return nil, err
-		}
-		if s.Num() > 1 {
-			return nil, fmt.Errorf("%v: ring %d enable=%d (0 or 1): %w", req, s.Index(), s.Num(), ErrState)
-		}
-		r.enabled = s.Num() == 1
-		return nil, b.reconcile()
 	case ReqGetConfig, ReqSetConfig:
 		if b.protocol&(1<<ProtocolConfig) == 0 {
 			return nil, fmt.Errorf("%v without VHOST_USER_PROTOCOL_F_CONFIG: %w", req, ErrState)
@@ -410,6 +354,47 @@ func (b *Backend) dispatch(req Request, m *message) ([]byte, error) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("%v: %w", req, ErrNotSupported)
+}
+
+// vringState handles the requests whose payload is a vring state.
+func (b *Backend) vringState(req Request, s VringState, r *ring) ([]byte, error) {
+	i, n := s.Index(), s.Num()
+	switch req {
+	case ReqSetVringNum:
+		if n == 0 || n > queue.MaxSize || n&(n-1) != 0 {
+			return nil, fmt.Errorf("%v: ring %d size %d (a power of two up to %d): %w", req, i, n, queue.MaxSize, queue.ErrSize)
+		}
+		r.num = n
+		b.dirty = b.dirty || r.running
+		return nil, b.reconcile()
+	case ReqSetVringBase:
+		if r.running {
+			return nil, fmt.Errorf("%v: ring %d is running: %w", req, i, ErrState)
+		}
+		if n > 0xFFFF {
+			return nil, fmt.Errorf("%v: ring %d base %d (split rings: 16 bits): %w", req, i, n, ErrNotSupported)
+		}
+		r.base = uint16(n)
+		return nil, nil
+	case ReqSetVringEnable:
+		if n > 1 {
+			return nil, fmt.Errorf("%v: ring %d enable=%d (0 or 1): %w", req, i, n, ErrState)
+		}
+		r.enabled = n == 1
+		return nil, b.reconcile()
+	}
+	// GET_VRING_BASE: the ring stops; the reply is where it stopped.
+	r.started = false
+	err := b.reconcile()
+	if r.kick != nil {
+		_ = r.kick.Close()
+		r.kick = nil
+		b.kicks[i] = nil
+	}
+	out := make([]byte, vringStateSize)
+	le.PutUint32(out[0:4], i)
+	le.PutUint32(out[4:8], uint32(r.base))
+	return out, err
 }
 
 // config serves GET_CONFIG and SET_CONFIG from the device's configuration
