@@ -9,6 +9,15 @@
 // hands finished packets to a Sink. One Engine serves one receive queue and
 // is not safe for concurrent use.
 //
+// Memory and copies: all pending bytes live in one preallocated arena, a
+// ring of about MaxFlows × 72 KiB + 128 KiB. The caller reads frames
+// straight into it (Engine.RecvBuffer); a segment that is kept stays where
+// it was read, and a coalesced packet reaches the sink as a scatter list
+// (VecSink: the first frame's rewritten headers, then each payload), so
+// every byte is copied once, by the sink into the guest buffer. Frames from
+// elsewhere are copied into the arena (a plain Sink gets packets in pieces
+// linearized first).
+//
 // Behaviour (see docs/rsc-spec.md §6 of the project):
 //   - Frames are parsed with full bounds checks; a frame is only merged if it
 //     is an IPv4 (no options, not a fragment) or IPv6 (no extension headers)
@@ -18,7 +27,9 @@
 //     a known-good checksum (TAP DATA_VALID / NEEDS_CSUM, else verified in
 //     software), consistent TOS/traffic class/ECN, DF, flow label and
 //     Ethernet header, seq == next expected sequence and a non-decreasing ACK,
-//     and the result stays within 65535 bytes of IP datagram and MaxFrame.
+//     and the result stays within 65535 bytes of IP datagram and MaxFrame
+//     (and 64 pieces: frames read into the receive region contribute one
+//     piece each, so segments under 1 KiB may end a packet earlier).
 //   - A frame that cannot join its flow's pending packet first flushes that
 //     packet (nothing is reordered within a flow); a mergeable data segment
 //     then starts a new pending packet (coalescing resumes with it).
@@ -38,16 +49,21 @@
 //   - Pending packets are flushed on exceptions, at the end of a TAP read
 //     batch (Config.FlushAtBatchEnd, or always when Interval is 0), and when
 //     the oldest segment has waited Interval. The flow table is bounded
-//     (MaxFlows); a new flow in a full table flushes the oldest one.
+//     (MaxFlows); a new flow in a full table, or a frame that finds the
+//     arena full, flushes the oldest pending packet (an eviction).
 //   - Back-pressure: when the Sink refuses a packet (guest ring full), the
-//     engine keeps it and reports false; nothing is ever dropped.
+//     engine keeps it and reports false (Input, RecvBuffer returns nil);
+//     nothing is ever dropped.
 //   - Ethernet: untagged frames and frames with one 802.1Q tag (VLAN ID in
 //     the flow key, whole Ethernet header must match) are coalesced; 802.1ad
 //     / double-tagged frames pass through.
 //
 // Integration (one goroutine per receive queue):
 //
-//	for each frame read from the TAP (vnet header decoded into Frame.Hdr):
+//	for each TAP read:
+//	    buf := e.RecvBuffer() (nil: stop reading; wait for a kick)
+//	    read one frame into buf (vnet header decoded into Frame.Hdr; a frame
+//	    longer than buf overflows into a host buffer and is passed from there)
 //	    if !e.Input(now, frame) { keep frame; stop reading; wait for a kick }
 //	on EAGAIN / end of a read batch: e.EndBatch(now) (false: wait for a kick)
 //	timer: arm at e.NextDeadline(); when it fires call e.Tick(now)

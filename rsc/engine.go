@@ -3,6 +3,7 @@ package rsc
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
 	"time"
 	"unsafe"
 
@@ -22,12 +23,28 @@ const (
 	// BufferSize is the per-flow buffer size: the largest frame a pending
 	// packet can hold.
 	BufferSize = maxL2 + MaxIPDatagram
-	// bufStride is the distance between flow buffers: BufferSize rounded up
-	// to a cache line, so every buffer starts cache-line aligned (the copies
-	// in and out of it then use aligned accesses) and the buffers' first
-	// lines fall in different cache sets.
+	// bufStride is BufferSize rounded up to a cache line: the arena's unit.
 	bufStride = (BufferSize + 63) &^ 63
+	// maxPieces bounds the pieces of a pending packet: its first frame plus
+	// the payloads kept where they were received. A segment that would need
+	// one more ends the packet (OverSize), so packets of segments shorter
+	// than 1 KiB may stop short of 64 KiB; MSS-sized segments never do.
+	maxPieces = 64
+	// pieceSlack is the arena allowance per piece for the headers of the
+	// frames the payloads arrived in and for alignment.
+	pieceSlack = 128
+	// recvAlign aligns the receive region (a frame's headers then share as
+	// few cache lines as possible).
+	recvAlign = 64
 )
+
+// arenaSize is the receive arena of an engine with maxFlows flows: room
+// for every flow's largest packet with its per-frame headers, plus two
+// largest frames so that a receive region of BufferSize bytes is always
+// found while all flows are pending.
+func arenaSize(maxFlows int) int {
+	return (maxFlows+2)*bufStride + maxFlows*maxPieces*pieceSlack
+}
 
 // Config selects the engine's behaviour. The zero value coalesces nothing.
 type Config struct {
@@ -63,8 +80,9 @@ type Config struct {
 }
 
 // Frame is one received Ethernet frame with the virtio-net header the TAP
-// attached to it. The engine copies what it keeps; Data may be reused after
-// Input returns.
+// attached to it. If Data was read into the engine's receive region (see
+// Engine.RecvBuffer), the engine keeps the bytes it needs where they are;
+// otherwise it copies them and Data may be reused after Input returns.
 type Frame struct {
 	Hdr  header.VirtioNetHdr
 	Data []byte
@@ -76,6 +94,17 @@ type Frame struct {
 // later. hdr.NumBuffers is left for the device to fill.
 type Sink interface {
 	Deliver(hdr header.VirtioNetHdr, frame []byte) bool
+}
+
+// VecSink is a Sink that also accepts a packet as a scatter list. The
+// engine calls DeliverVec for coalesced packets whose pieces are not
+// contiguous: the frame is the concatenation of the slices in frame (the
+// first holds the headers), which the sink copies before returning, with
+// the same back-pressure contract as Deliver. With a plain Sink the engine
+// first copies such packets into a contiguous buffer.
+type VecSink interface {
+	Sink
+	DeliverVec(hdr header.VirtioNetHdr, frame [][]byte) bool
 }
 
 // SinkFunc adapts a function to the Sink interface.
@@ -103,11 +132,15 @@ type flow struct {
 	prev, next int32 // FIFO by birth, oldest first
 	born       time.Duration
 
-	buf     []byte // BufferSize bytes
-	n       int    // bytes of buf in use
-	origLen int    // length of the first frame as received
+	// vec is the packet as pieces of the arena: vec[0] the first frame
+	// (trimmed to its IP length once merged), then payloads. Capacity
+	// maxPieces, preallocated.
+	vec     [][]byte
+	first   int // arena offset of the first frame (the ring's tail when oldest)
+	end     int // arena offset just past the last piece
+	origLen int // length of the first frame as received
 	hdr     header.VirtioNetHdr
-	merged  bool // buf was trimmed and headers must be rewritten on flush
+	merged  bool // vec[0] was trimmed and headers must be rewritten on flush
 	active  bool // slot holds a pending packet
 
 	l2, l3, l4 int
@@ -161,7 +194,19 @@ type packet struct {
 type Engine struct {
 	cfg      Config
 	sink     Sink
+	vsink    VecSink // sink, if it takes scatter lists
+	lin      []byte  // BufferSize bytes to linearize packets for a plain Sink
 	maxFrame int
+
+	// The arena is a ring holding every byte of the pending packets, in
+	// allocation order: frames read into the receive region [rlo, rhi) and
+	// kept (adopted), and copies of frames from elsewhere. put is the
+	// allocation point; the oldest live byte is the first frame of the
+	// oldest pending packet (flows are allocated in birth order), so
+	// flushing the FIFO's head frees the ring's tail.
+	arena    []byte
+	put      int
+	rlo, rhi int // receive region; rhi == 0: none
 
 	flows []flow
 	free  []int32
@@ -181,6 +226,11 @@ type Engine struct {
 // preallocates MaxFlows buffers of BufferSize bytes.
 func New(cfg Config, sink Sink) *Engine {
 	e := &Engine{sink: sink, seed: 0x9e3779b97f4a7c15}
+	if vs, ok := sink.(VecSink); ok {
+		e.vsink = vs
+	} else {
+		e.lin = make([]byte, BufferSize)
+	}
 	e.apply(cfg)
 	return e
 }
@@ -201,13 +251,15 @@ func (e *Engine) apply(cfg Config) {
 	cfg = normalize(cfg)
 	if len(e.flows) != cfg.MaxFlows {
 		e.flows = make([]flow, cfg.MaxFlows)
-		mem := make([]byte, cfg.MaxFlows*bufStride+63)
-		// Align the first buffer to a cache line (large allocations are
-		// page aligned already; this only guards the assumption).
-		a := int(-uintptr(unsafe.Pointer(unsafe.SliceData(mem))) & 63)
+		n := arenaSize(cfg.MaxFlows)
+		mem := make([]byte, n+recvAlign-1)
+		// Align the arena to a cache line (large allocations are page
+		// aligned already; this only guards the assumption).
+		a := int(-uintptr(unsafe.Pointer(unsafe.SliceData(mem))) & (recvAlign - 1))
+		e.arena = mem[a : a+n : a+n]
+		vecs := make([][]byte, cfg.MaxFlows*maxPieces)
 		for i := range e.flows {
-			o := a + i*bufStride
-			e.flows[i].buf = mem[o : o+BufferSize : o+BufferSize]
+			e.flows[i].vec = vecs[i*maxPieces : i*maxPieces : (i+1)*maxPieces]
 		}
 		size := 4
 		for size < 4*cfg.MaxFlows {
@@ -230,6 +282,7 @@ func (e *Engine) clear() {
 		e.free = append(e.free, int32(i))
 	}
 	e.head, e.tail, e.last, e.n = -1, -1, -1, 0
+	e.put, e.rlo, e.rhi = 0, 0, 0
 	for i := range e.flows {
 		e.flows[i].active = false
 	}
@@ -313,6 +366,111 @@ func (e *Engine) FlushAll() bool {
 	return true
 }
 
+// RecvBuffer returns free space in the engine's arena, at least BufferSize
+// bytes, for the caller to read frames into. Frames read into this region
+// one after the other and passed to Input in that order (each lying after
+// the previous one) are kept where they are, without a copy, until their
+// packet is delivered: the caller must not write to a frame it passed to
+// Input, nor to the region before it, afterwards. The engine does not write
+// to the region. A frame Input refused stays where it is and is passed
+// again. The region is valid until the next RecvBuffer, SetConfig or Reset
+// call, or an Input of a frame from outside it (the engine may then copy
+// into the space); frames read into it later are copied like any other.
+//
+// RecvBuffer may flush the oldest pending packets (counted as evictions) to
+// make room. It returns nil if the sink refused one (back-pressure): the
+// caller stops reading and calls it again after the guest posted buffers.
+func (e *Engine) RecvBuffer() []byte {
+	for {
+		if lo, hi, ok := e.recvRun(); ok {
+			e.rlo, e.rhi = lo, hi
+			return e.arena[lo:hi:hi]
+		}
+		if !e.flush(e.head) {
+			return nil
+		}
+		e.st.evictions++
+	}
+}
+
+// recvRun returns the free run of the arena for the receive region, if one
+// of at least BufferSize bytes exists.
+func (e *Engine) recvRun() (lo, hi int, ok bool) {
+	if e.n == 0 {
+		return 0, len(e.arena), true
+	}
+	t := e.flows[e.head].first
+	lo = min((e.put+recvAlign-1)&^(recvAlign-1), len(e.arena))
+	switch {
+	case e.put < t: // wrapped: live [t, end) and [0, put)
+		hi = t - 1
+	case len(e.arena)-lo >= BufferSize:
+		hi = len(e.arena)
+	default:
+		lo, hi = 0, t-1
+	}
+	return lo, hi, hi-lo >= BufferSize
+}
+
+// owns reports whether b lies in the receive region after everything
+// adopted so far, and returns its arena offset.
+func (e *Engine) owns(b []byte) (int, bool) {
+	if e.rhi == 0 || len(b) == 0 {
+		return 0, false
+	}
+	d := uintptr(unsafe.Pointer(unsafe.SliceData(b))) - uintptr(unsafe.Pointer(unsafe.SliceData(e.arena)))
+	if d < uintptr(e.rlo) || d >= uintptr(e.rhi) || uintptr(len(b)) > uintptr(e.rhi)-d {
+		return 0, false
+	}
+	return int(d), true
+}
+
+// adopt keeps the region's frame at arena offset off of n bytes: the
+// allocation point and the region's start move past it.
+func (e *Engine) adopt(off, n int) {
+	e.put = off + n
+	e.rlo = e.put
+}
+
+// fit returns where n contiguous bytes can be allocated without flushing.
+func (e *Engine) fit(n int) (int, bool) {
+	if e.n == 0 {
+		return 0, true
+	}
+	t := e.flows[e.head].first
+	switch {
+	case e.put < t: // wrapped
+		return e.put, t-1-e.put >= n
+	case len(e.arena)-e.put >= n:
+		return e.put, true
+	default:
+		return 0, t-1 >= n
+	}
+}
+
+// makeRoom ensures that n bytes can be copied into the arena, flushing the
+// oldest pending packets if needed. The receive region is given up (the
+// copy may reuse it). It returns false if the sink refused a packet.
+func (e *Engine) makeRoom(n int) bool {
+	e.rlo, e.rhi = 0, 0
+	for {
+		if _, ok := e.fit(n); ok {
+			return true
+		}
+		if !e.flush(e.head) {
+			return false
+		}
+		e.st.evictions++
+	}
+}
+
+// alloc allocates n bytes (makeRoom(n) succeeded) and returns their offset.
+func (e *Engine) alloc(n int) int {
+	off, _ := e.fit(n)
+	e.put = off + n
+	return off
+}
+
 // Input processes one frame at virtual time now. It returns false if the
 // frame was not accepted because the sink refused a packet (guest ring
 // full): the caller keeps the frame, stops reading the TAP and calls Input
@@ -339,6 +497,13 @@ func (e *Engine) Input(now time.Duration, f Frame) bool {
 		return e.passthrough(f, p.reason)
 	}
 
+	own, owned := e.owns(f.Data)
+	if !owned && p.reason == reasonNone && !p.pure && len(f.Data) <= BufferSize {
+		// The segment may be kept: a copy of it must fit the arena.
+		if !e.makeRoom(len(f.Data)) {
+			return false
+		}
+	}
 	slot := e.lookup(p)
 	if p.reason != reasonNone {
 		return e.exception(slot, f, p.reason)
@@ -361,8 +526,11 @@ func (e *Engine) Input(now time.Duration, f Frame) bool {
 	if slot >= 0 {
 		fl := &e.flows[slot]
 		r := e.mergeReason(fl, p, f.Data)
+		if r == reasonNone && len(fl.vec) == maxPieces && !e.extends(fl, p, owned) {
+			r = reasonOverSize
+		}
 		if r == reasonNone {
-			e.merge(fl, p, f.Data)
+			e.merge(fl, p, f.Data, own, owned)
 			return true
 		}
 		if !cacheable {
@@ -386,7 +554,7 @@ func (e *Engine) Input(now time.Duration, f Frame) bool {
 		}
 		e.st.evictions++
 	}
-	e.start(now, p, &f)
+	e.start(now, p, &f, own, owned)
 	return true
 }
 
@@ -613,11 +781,11 @@ func (e *Engine) consistent(fl *flow, p *packet, data []byte) reason {
 		return reasonIPECN
 	case p.tos != fl.tos || p.df != fl.df || p.label != fl.label || p.l4 != fl.l4 || p.l2 != fl.l2:
 		return reasonMismatch
-	case !sameL2(data, fl.buf, p.l2):
+	case !sameL2(data, fl.vec[0], p.l2):
 		return reasonMismatch
 	case p.l4 != header.TCPMinSize:
 		o := p.l2 + p.l3 + header.TCPMinSize
-		if !bytes.Equal(data[o:o+p.l4-header.TCPMinSize], fl.buf[o:o+fl.l4-header.TCPMinSize]) {
+		if !bytes.Equal(data[o:o+p.l4-header.TCPMinSize], fl.vec[0][o:o+fl.l4-header.TCPMinSize]) {
 			return reasonTimestamp
 		}
 	}
@@ -679,7 +847,9 @@ func (e *Engine) pureACKReason(fl *flow, p *packet, data []byte) reason {
 func (fl *flow) ensureMerged() {
 	if !fl.merged {
 		fl.merged = true
-		fl.n = fl.l2 + fl.ipLen
+		n := fl.l2 + fl.ipLen
+		fl.vec[0] = fl.vec[0][:n:n]
+		fl.end = fl.first + n
 	}
 }
 
@@ -692,11 +862,39 @@ func (e *Engine) windowUpdate(fl *flow, p *packet) {
 	e.st.winUpdate++
 }
 
-func (e *Engine) merge(fl *flow, p *packet, data []byte) {
+// extends reports whether p's payload, copied, would directly follow fl's
+// last piece (a copy lands at the allocation point), so that it needs no
+// new piece.
+func (e *Engine) extends(fl *flow, p *packet, owned bool) bool {
+	if owned {
+		return false
+	}
+	off, ok := e.fit(p.pay)
+	return ok && off == fl.end && fl.merged
+}
+
+// merge appends data segment p (frame data) to fl: a frame in the receive
+// region is adopted and its payload becomes a piece; otherwise the payload
+// is copied into the arena, extending the last piece when it follows it.
+func (e *Engine) merge(fl *flow, p *packet, data []byte, own int, owned bool) {
 	fl.ensureMerged()
 	start := p.l2 + p.l3 + p.l4
-	n := copy(fl.buf[fl.n:], data[start:start+p.pay])
-	fl.n += n
+	n := p.pay
+	var off int
+	if owned {
+		e.adopt(own, len(data))
+		off = own + start
+	} else {
+		off = e.alloc(n)
+		copy(e.arena[off:off+n], data[start:start+n])
+	}
+	if last := len(fl.vec) - 1; off == fl.end && !owned {
+		s := fl.end - len(fl.vec[last])
+		fl.vec[last] = e.arena[s : off+n : off+n]
+	} else {
+		fl.vec = append(fl.vec, e.arena[off:off+n:off+n])
+	}
+	fl.end = off + n
 	fl.ipLen += n
 	fl.payload += n
 	fl.segs++
@@ -710,16 +908,26 @@ func (e *Engine) merge(fl *flow, p *packet, data []byte) {
 	e.st.coalesced++
 }
 
-// start caches data segment p as a new pending packet.
-func (e *Engine) start(now time.Duration, p *packet, f *Frame) {
+// start caches data segment p as a new pending packet: a frame in the
+// receive region is adopted, any other is copied into the arena.
+func (e *Engine) start(now time.Duration, p *packet, f *Frame, own int, owned bool) {
 	i := e.free[len(e.free)-1]
 	e.free = e.free[:len(e.free)-1]
 	fl := &e.flows[i]
 	fl.key = p.key
 	fl.hash = p.hash
 	fl.born = now
-	fl.n = copy(fl.buf, f.Data)
-	fl.origLen = fl.n
+	n := len(f.Data)
+	if owned {
+		e.adopt(own, n)
+		fl.first = own
+	} else {
+		fl.first = e.alloc(n)
+		copy(e.arena[fl.first:fl.first+n], f.Data)
+	}
+	fl.end = fl.first + n
+	fl.vec = append(fl.vec[:0], e.arena[fl.first:fl.end:fl.end])
+	fl.origLen = n
 	fl.hdr = f.Hdr
 	fl.merged = false
 	fl.l2, fl.l3, fl.l4 = p.l2, p.l3, p.l4
@@ -762,14 +970,14 @@ func (e *Engine) start(now time.Duration, p *packet, f *Frame) {
 func (e *Engine) flush(i int32) bool {
 	fl := &e.flows[i]
 	if !fl.merged {
-		if !e.sink.Deliver(fl.hdr, fl.buf[:fl.origLen]) {
+		if !e.sink.Deliver(fl.hdr, fl.vec[0]) {
 			e.st.ringFull++
 			return false
 		}
 		e.st.singles++
 	} else {
 		hdr := e.finalize(fl)
-		if !e.sink.Deliver(hdr, fl.buf[:fl.n]) {
+		if !e.deliverVec(hdr, fl.vec) {
 			e.st.ringFull++
 			return false
 		}
@@ -782,12 +990,29 @@ func (e *Engine) flush(i int32) bool {
 	return true
 }
 
+// deliverVec hands a packet in pieces to the sink: contiguous packets
+// through Deliver, others through DeliverVec, or linearized for a plain
+// Sink.
+func (e *Engine) deliverVec(hdr header.VirtioNetHdr, vec [][]byte) bool {
+	if len(vec) == 1 {
+		return e.sink.Deliver(hdr, vec[0])
+	}
+	if e.vsink != nil {
+		return e.vsink.DeliverVec(hdr, vec)
+	}
+	n := 0
+	for _, b := range vec {
+		n += copy(e.lin[n:], b)
+	}
+	return e.sink.Deliver(hdr, e.lin[:n])
+}
+
 // finalize rewrites the headers of a merged packet and returns its
 // virtio-net header. It is idempotent (a refused delivery is retried).
 func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
-	b := fl.buf[:fl.n]
-	ipb := b[fl.l2:]
-	seg := ipb[fl.l3:]
+	ipb := fl.vec[0][fl.l2:]
+	seg := ipb[fl.l3:] // TCP header and the first payload
+	segLen := uint32(fl.ipLen - fl.l3)
 	tcp := header.TCP(seg)
 	tcp.SetAck(fl.ack)
 	tcp.SetWindow(fl.win)
@@ -798,7 +1023,7 @@ func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
 		ip := header.IPv6(ipb)
 		ip.SetPayloadLength(uint16(fl.ipLen - header.IPv6MinSize))
 		ip.SetHopLimit(fl.ttl)
-		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[8:24], ipb[24:40], uint32(len(seg)))
+		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[8:24], ipb[24:40], segLen)
 		gso = header.VirtioNetHdrGSOTCPv6
 	} else {
 		ip := header.IPv4(ipb)
@@ -806,7 +1031,7 @@ func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
 		ip.SetTTL(fl.ttl)
 		ip.SetChecksum(0)
 		ip.SetChecksum(^header.SumIPv4Header(ipb))
-		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[12:16], ipb[16:20], uint32(len(seg)))
+		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[12:16], ipb[16:20], segLen)
 	}
 	if fl.flags&header.TCPFlagCWR != 0 {
 		gso |= header.VirtioNetHdrGSOECN
@@ -824,7 +1049,7 @@ func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
 		h.CsumOffset = header.TCPChecksumOffset
 	case e.cfg.CompatChecksum:
 		tcp.SetChecksum(0)
-		tcp.SetChecksum(^header.Sum(seg, ps))
+		tcp.SetChecksum(^sumVec(seg, fl.vec[1:], ps))
 		h.Flags = header.VirtioNetHdrFRSCInfo
 		h.CsumStart = uint16(fl.segs)
 	default:
@@ -949,4 +1174,21 @@ unlinked:
 	e.n--
 	fl.active = false
 	e.free = append(e.free, i)
+}
+
+// sumVec returns the one's-complement sum of first followed by the pieces
+// of rest, added to initial (a piece at an odd offset contributes its
+// byte-swapped sum).
+func sumVec(first []byte, rest [][]byte, initial uint16) uint16 {
+	s := header.Sum(first, initial)
+	odd := len(first)&1 != 0
+	for _, b := range rest {
+		ps := header.Sum(b, 0)
+		if odd {
+			ps = bits.ReverseBytes16(ps)
+		}
+		s = header.CombineSums(s, ps)
+		odd = odd != (len(b)&1 != 0)
+	}
+	return s
 }

@@ -3,9 +3,11 @@ package rsc
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/rscvm/rscvm/net/header"
 	"github.com/rscvm/rscvm/rsc/conformance"
@@ -56,6 +58,25 @@ func (s *recSink) Deliver(h header.VirtioNetHdr, f []byte) bool {
 	}
 	s.out = append(s.out, rec{h, bytes.Clone(f), at})
 	return true
+}
+
+// vecSink is a recSink that also takes scatter lists (VecSink); vec counts
+// the packets that arrived in pieces.
+type vecSink struct {
+	recSink
+	vec int
+}
+
+func (s *vecSink) DeliverVec(h header.VirtioNetHdr, f [][]byte) bool {
+	if s.full {
+		s.refused++
+		return false
+	}
+	if len(f) < 2 {
+		panic("DeliverVec with a contiguous packet")
+	}
+	s.vec++
+	return s.Deliver(h, bytes.Join(f, nil))
 }
 
 // pattern returns n stream bytes starting at sequence number seq: the
@@ -168,6 +189,41 @@ func (h *harness) finish() []rec {
 	require.True(h.t, h.e.FlushAll())
 	checkStream(h.t, h.e.Config(), h.inputs, h.s.out)
 	return h.s.out
+}
+
+// checkMemory verifies the engine's memory bound: the arena and the piece
+// lists have their preallocated sizes and every pending packet lies in
+// the arena.
+func (e *Engine) checkMemory() error {
+	if len(e.arena) != arenaSize(len(e.flows)) || cap(e.arena) != len(e.arena) {
+		return fmt.Errorf("arena is %d bytes (cap %d), want %d", len(e.arena), cap(e.arena), arenaSize(len(e.flows)))
+	}
+	for i := range e.flows {
+		fl := &e.flows[i]
+		if cap(fl.vec) != maxPieces || len(fl.vec) > maxPieces {
+			return fmt.Errorf("flow %d: %d pieces (cap %d)", i, len(fl.vec), cap(fl.vec))
+		}
+		if !fl.active {
+			continue
+		}
+		n := 0
+		for _, b := range fl.vec {
+			if _, ok := e.inArena(b); !ok {
+				return fmt.Errorf("flow %d: a piece outside the arena", i)
+			}
+			n += len(b)
+		}
+		if n > BufferSize {
+			return fmt.Errorf("flow %d: %d bytes pending", i, n)
+		}
+	}
+	return nil
+}
+
+// inArena returns b's offset in the arena.
+func (e *Engine) inArena(b []byte) (int, bool) {
+	d := uintptr(unsafe.Pointer(unsafe.SliceData(b))) - uintptr(unsafe.Pointer(unsafe.SliceData(e.arena)))
+	return int(d), d < uintptr(len(e.arena)) && uintptr(len(b)) <= uintptr(len(e.arena))-d
 }
 
 // --- inspection helpers ---

@@ -183,15 +183,60 @@ func randomConfig(r source) Config {
 	return cfg
 }
 
+// Input modes of runProgram.
+const (
+	modeCopy  = iota // frames from the caller's memory: the engine copies
+	modeRecv         // each frame read into RecvBuffer (as the device does)
+	modeBatch        // several frames read into one region, then input
+	modeMixed        // any of the above per frame
+	numModes
+)
+
 // runProgram feeds generated frames with random clock steps, ticks, batch
-// ends and ring-full periods, then checks the stream invariants.
+// ends and ring-full periods, then checks the stream invariants. Frames are
+// copied by the engine or read into its receive region (scribbling over
+// the rest of the region, which must not hold anything pending), and the
+// sink takes scatter lists or not.
 func runProgram(t testing.TB, r source, steps int, done func() bool) {
 	cfg := randomConfig(r)
-	s := &recSink{}
-	e := New(cfg, s)
+	vs := &vecSink{}
+	var sink Sink = &vs.recSink
+	if r.IntN(2) == 0 {
+		sink = vs
+	}
+	s := &vs.recSink
+	e := New(cfg, sink)
 	g := newGenerator(r, 1+r.IntN(6))
+	mode := r.IntN(numModes)
 	var now time.Duration
 	var inputs []Frame
+	input := func(f Frame) {
+		for !e.Input(now, f) {
+			if !s.full {
+				t.Fatal("Input refused while the sink accepts")
+			}
+			s.full = false // the guest posts buffers; retry the same frame
+		}
+	}
+	region := func() []byte {
+		for {
+			b := e.RecvBuffer()
+			if b != nil {
+				if len(b) < BufferSize {
+					t.Fatalf("receive region of %d bytes", len(b))
+				}
+				// The region is free: scribble over a part of it.
+				for j := range b[:min(len(b), r.IntN(80000))] {
+					b[j] = 0xa5
+				}
+				return b
+			}
+			if !s.full {
+				t.Fatal("RecvBuffer refused while the sink accepts")
+			}
+			s.full = false
+		}
+	}
 	for i := 0; i < steps && !done(); i++ {
 		switch c := r.IntN(20); {
 		case c == 0:
@@ -202,14 +247,42 @@ func runProgram(t testing.TB, r source, steps int, done func() bool) {
 		case c == 2:
 			s.full = !s.full
 		default:
-			f := g.frame()
-			for !e.Input(now, f) {
-				if !s.full {
-					t.Fatal("Input refused while the sink accepts")
-				}
-				s.full = false // the guest posts buffers; retry the same frame
+			m := mode
+			if m == modeMixed {
+				m = r.IntN(modeMixed)
 			}
-			inputs = append(inputs, Frame{Hdr: f.Hdr, Data: bytes.Clone(f.Data)})
+			var batch []Frame
+			switch m {
+			case modeCopy:
+				f := g.frame()
+				inputs = append(inputs, Frame{Hdr: f.Hdr, Data: bytes.Clone(f.Data)})
+				input(f)
+			case modeRecv:
+				f := g.frame()
+				inputs = append(inputs, Frame{Hdr: f.Hdr, Data: bytes.Clone(f.Data)})
+				b := region()
+				if len(f.Data) <= len(b) {
+					f.Data = b[:copy(b, f.Data)]
+				}
+				input(f)
+			case modeBatch:
+				b := region()
+				for k := 1 + r.IntN(8); k > 0; k-- {
+					f := g.frame()
+					gap := r.IntN(100)
+					if gap+len(f.Data) > len(b) {
+						break
+					}
+					inputs = append(inputs, Frame{Hdr: f.Hdr, Data: bytes.Clone(f.Data)})
+					b = b[gap:]
+					f.Data = b[:copy(b, f.Data)]
+					b = b[len(f.Data):]
+					batch = append(batch, f)
+				}
+				for _, f := range batch {
+					input(f)
+				}
+			}
 		}
 		if e.Pending() > len(e.flows) || len(e.flows) != normalize(cfg).MaxFlows {
 			t.Fatal("flow table exceeded its bound")
@@ -219,10 +292,8 @@ func runProgram(t testing.TB, r source, steps int, done func() bool) {
 	if !e.FlushAll() {
 		t.Fatal("FlushAll refused")
 	}
-	for i := range e.flows {
-		if len(e.flows[i].buf) != BufferSize || cap(e.flows[i].buf) != BufferSize {
-			t.Fatal("flow buffer grew")
-		}
+	if err := e.checkMemory(); err != nil {
+		t.Fatal(err)
 	}
 	checkStream(t, cfg, inputs, s.out)
 	st := e.Stats()
