@@ -27,7 +27,8 @@ same frames into both TAPs, and compares what the two guests report (feature
 offer, config, queues, control answers, received packets and their headers and
 bytes). Nothing about timing is compared; where QEMU's timer makes packet
 boundaries nondeterministic the case compares the reassembled TCP stream and
-says so.
+says so. Part (a) scenarios that neither the host side of the TAP nor the test
+guest's driver can drive are listed after the table.
 
 Each case is one of:
   identical             the reports are the same
@@ -44,7 +45,8 @@ guest (out/testguest.elf from ` + "`make guest`" + `, else built with gcc).
 flags:
   --json           one JSON document (cases, differences, both reports)
   --run REGEXP     only cases whose name matches
-  --list           list the cases and exit
+  --list           list the cases, then which part (a) scenarios they drive
+                   (and why the others cannot be driven), and exit
   --guest ELF      the test guest (default $RSCVM_OUT or out/testguest.elf)
   --rscvm BINARY   the rscvm binary to compare (default: this one)
   -v               log every serial line to stderr
@@ -110,6 +112,8 @@ func runCompatCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 		for _, c := range cases {
 			fmt.Fprintf(stdout, "%-40s %s\n", c.Name, c.About)
 		}
+		fmt.Fprintln(stdout)
+		compat.WriteCoverage(stdout, cases)
 		return nil
 	}
 	if len(cases) == 0 {
@@ -177,9 +181,11 @@ func runCompatCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(struct {
-			Summary compat.Summary  `json:"summary"`
-			Cases   []compat.Result `json:"cases"`
-		}{sum, results}); err != nil {
+			Summary     compat.Summary    `json:"summary"`
+			Cases       []compat.Result   `json:"cases"`
+			NotDrivable []compat.Scenario `json:"not_host_drivable"`
+			Partial     []compat.Scenario `json:"partly_driven"`
+		}{sum, results, compat.NotDrivable(), compat.Partial()}); err != nil {
 			return fmt.Errorf("compat: %w", err)
 		}
 	} else {

@@ -736,3 +736,41 @@ func TestQEMUNetHighBAR(t *testing.T) {
 	requireRx(t, [][]byte{frame}, out.Net.Rx)
 	checkTxLines(t, out, sent)
 }
+
+// TestNetLateActions: pause=, reinit=1 and ctrl2= (the test guest acting
+// after its ready line, as the compat cases for rsc-spec (a)46-(a)48 need).
+// A frame sent during the pause is lost with the rings the reset discards;
+// one sent after the "reinit" line arrives; the ctrl= commands run again
+// after the reset and ctrl2= after that. Also the checksum-verifying
+// injection path: a good frame arrives with DATA_VALID, a corrupted one
+// without.
+func TestNetLateActions(t *testing.T) {
+	early := tcpSegment(guestMAC, 1000, 100, header.TCPFlagACK)
+	late := tcpSegment(guestMAC, 2000, 100, header.TCPFlagACK)
+	good := tcpSegment(guestMAC, 3000, 100, header.TCPFlagACK)
+	bad := append([]byte(nil), tcpSegment(guestMAC, 4000, 100, header.TCPFlagACK)...)
+	bad[len(bad)-1] ^= 0xff
+	out := netSession(t, "net=1 pci=0 memmap=0 ctrl=offloads:0x182 pause=500 reinit=1 ctrl2=promisc:1 rx=3 rxwait=5000",
+		NIC{}, func(ctx context.Context, s *Session) {
+			require.NoError(t, s.Inject(early))
+			_, err := s.WaitPrefix(ctx, "reinit ")
+			require.NoError(t, err)
+			require.NoError(t, s.Inject(late))
+			require.NoError(t, s.InjectVerified(20*time.Millisecond, good, bad))
+		})
+	n := out.Net
+	require.NotNil(t, n.Reinit)
+	require.Equal(t, Reinit{Status: 0x0f, Negotiated: n.Features.Negotiated, RxBufs: n.Ready.RxBufs}, *n.Reinit)
+	require.Len(t, n.Ctrl, 3)
+	for i, c := range n.Ctrl {
+		require.Equal(t, 0, c.Ack, "ctrl %d", i)
+	}
+	require.Equal(t, uint8(5), n.Ctrl[1].Class, "ctrl= again after the reset")
+	require.Equal(t, uint8(0), n.Ctrl[2].Class, "then ctrl2=")
+	require.Len(t, n.Rx, 3)
+	require.Equal(t, FrameSum(late), n.Rx[0].Sum, "the frame sent before the reset is gone")
+	require.Equal(t, FrameSum(good), n.Rx[1].Sum)
+	require.Equal(t, uint8(header.VirtioNetHdrFDataValid), n.Rx[1].Flags, "checksum-verified frame")
+	require.Equal(t, FrameSum(bad), n.Rx[2].Sum)
+	require.Zero(t, n.Rx[2].Flags, "corrupted frame: no DATA_VALID")
+}

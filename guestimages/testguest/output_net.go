@@ -24,6 +24,8 @@ type NetReport struct {
 	Rings *Rings
 	// Ready is the "ready" line.
 	Ready *Ready
+	// Reinit is the "reinit" line (reinit=1: reset and set up again).
+	Reinit *Reinit
 	// Ctrl holds the "ctrl" lines in order.
 	Ctrl []CtrlResult
 	// UnknownCtrl holds the verbatim "ctrl unknown command" lines.
@@ -106,6 +108,14 @@ type Ready struct {
 	Descs   uint32 // descriptors per rx buffer
 	Mode    string // "mrg", "big" or "small"
 	Heap    uint64
+}
+
+// Reinit is the "reinit" line: the device status after the second setup,
+// the features written again and the rx buffers posted again.
+type Reinit struct {
+	Status     uint8
+	Negotiated uint64
+	RxBufs     uint32
 }
 
 // Ctrl acknowledgement values that are not device answers.
@@ -210,6 +220,18 @@ func (o *Output) parseNetLine(word, rest, line string) (handled bool, err error)
 			return true, p.err
 		}
 		o.net().Ready = r
+	case "reinit":
+		kv, err := parseKV(strings.Fields(rest))
+		if err != nil {
+			return true, err
+		}
+		p := numParser{kv: kv}
+		r := &Reinit{Status: uint8(p.num("status", 16, 8)), Negotiated: p.num("negotiated", 16, 64),
+			RxBufs: uint32(p.num("rxbufs", 10, 32))}
+		if p.err != nil {
+			return true, p.err
+		}
+		o.net().Reinit = r
 	case "ctrl":
 		if strings.HasPrefix(rest, "unknown command ") {
 			o.net().UnknownCtrl = append(o.net().UnknownCtrl, line)

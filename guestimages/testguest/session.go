@@ -36,6 +36,9 @@ type NIC struct {
 	// MTU, if non-zero, is set on the TAP: the packet socket cannot inject
 	// frames longer than MTU + 14 (+4 with a VLAN tag).
 	MTU int
+	// TxQueueLen, if non-zero, is set on the TAP: the kernel drops frames
+	// for the VMM beyond this many queued (default 1000).
+	TxQueueLen int
 }
 
 // DefaultMAC is the guest MAC address the harness uses unless told otherwise.
@@ -121,7 +124,10 @@ type SessionConfig struct {
 type Session struct {
 	Netns  *Netns
 	Packet *PacketSocket
-	Argv   []string // the VMM command as started (inside the namespace)
+	// Verified is the packet socket on the checksum-verifying path
+	// (InjectVerified), opened on first use.
+	Verified *PacketSocket
+	Argv     []string // the VMM command as started (inside the namespace)
 
 	cmd    *exec.Cmd
 	log    func(string, ...any)
@@ -153,6 +159,12 @@ func StartSession(ctx context.Context, cfg SessionConfig) (*Session, error) {
 	}
 	if cfg.NIC.MTU != 0 {
 		if err := ipCommand("-n", ns.Name, "link", "set", ns.Tap, "mtu", strconv.Itoa(cfg.NIC.MTU)); err != nil {
+			_ = ns.Delete()
+			return nil, err
+		}
+	}
+	if cfg.NIC.TxQueueLen != 0 {
+		if err := ipCommand("-n", ns.Name, "link", "set", ns.Tap, "txqueuelen", strconv.Itoa(cfg.NIC.TxQueueLen)); err != nil {
 			_ = ns.Delete()
 			return nil, err
 		}
@@ -328,6 +340,32 @@ func (s *Session) InjectVnet(hdr header.VirtioNetHdr, frame []byte) error {
 	return s.Packet.WriteVnet(hdr, frame)
 }
 
+// InjectVerified sends frames to the guest through the namespace's
+// checksum-verifying path (Netns.AddVerifiedPath, set up on first use): the
+// VMM reads them with DATA_VALID if their TCP checksum is good. gap is
+// waited between frames so that the kernel's GRO does not merge them.
+func (s *Session) InjectVerified(gap time.Duration, frames ...[]byte) error {
+	if s.Verified == nil {
+		if err := s.Netns.AddVerifiedPath(); err != nil {
+			return err
+		}
+		p, err := s.Netns.OpenPacketSocket(VerifiedInject)
+		if err != nil {
+			return err
+		}
+		s.Verified = p
+	}
+	for i, f := range frames {
+		if i > 0 && gap > 0 {
+			time.Sleep(gap)
+		}
+		if err := s.Verified.Write(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ReadFrame returns the next frame the guest transmitted.
 func (s *Session) ReadFrame(ctx context.Context) ([]byte, error) {
 	return s.Packet.Read(ctx)
@@ -404,6 +442,9 @@ func (s *Session) Close() error {
 	}
 	if s.Packet != nil {
 		errs = append(errs, s.Packet.Close())
+	}
+	if s.Verified != nil {
+		errs = append(errs, s.Verified.Close())
 	}
 	if s.Netns != nil {
 		errs = append(errs, s.Netns.Delete())

@@ -3,6 +3,7 @@ package compat
 import (
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/rscvm/rscvm/guestimages/testguest"
 	"github.com/rscvm/rscvm/net/header"
@@ -28,11 +29,61 @@ type Case struct {
 	// boundaries: set where QEMU's timer makes the split nondeterministic.
 	// The text says why (it is shown in the table).
 	Stream string
+	// Timing, if set, says how the outcome depends on QEMU's (or the host's)
+	// timing; shown as a note.
+	Timing string
 	// Vnet, if set, is the virtio-net header every frame is injected with
 	// (Session.InjectVnet); nil injects plain frames (Session.Inject).
 	Vnet *header.VirtioNetHdr
+	// Steps are injected after Frames, in order: for frames that need their
+	// own virtio-net header, a delay, or a guest action first.
+	Steps []Step
 	// Known are this scenario's documented differences.
 	Known []Known
+	// QEMUCrash, if set, says why QEMU is expected to die from a signal in
+	// this case (a memory-safety defect of part (b)). If it does, the case
+	// differs as expected when rscvm's guest ran to its end and received
+	// exactly the injected TCP stream; if QEMU survives, the reports are
+	// compared as usual.
+	QEMUCrash string
+	// StartFails says both VMMs must refuse the NIC (a property value out of
+	// range) and exit with an error before the guest starts: the case is
+	// identical if both do.
+	StartFails bool
+}
+
+// Step is one injection after the guest's ready line: wait for the serial
+// line starting with After (if set; searched from the start of the output,
+// so it must be unique), then Delay, then inject Frames.
+type Step struct {
+	After string
+	Delay time.Duration
+	// Frames are injected in order; Vnet[i], if present and non-nil, is
+	// frame i's virtio-net header (Session.InjectVnet), else it is injected
+	// plain.
+	Frames [][]byte
+	Vnet   []*header.VirtioNetHdr
+	// Verified sends the frames through the checksum-verifying path
+	// (Session.InjectVerified: the TAP reports DATA_VALID for frames with a
+	// good TCP checksum, as for traffic forwarded from a NIC with receive
+	// checksum offload), Gap apart; Vnet is ignored.
+	Verified bool
+	Gap      time.Duration
+}
+
+// steps returns every injection of the case: Frames (with Vnet) first.
+func (c Case) steps() []Step {
+	var out []Step
+	if len(c.Frames) > 0 {
+		st := Step{Frames: c.Frames}
+		if c.Vnet != nil {
+			for range c.Frames {
+				st.Vnet = append(st.Vnet, c.Vnet)
+			}
+		}
+		out = append(out, st)
+	}
+	return append(out, c.Steps...)
 }
 
 // Addresses of the test flow: host 10.0.2.2:5001 -> guest 10.0.2.15:40000.
@@ -69,12 +120,25 @@ type seg struct {
 	pad int
 	// partial stores the pseudo-header sum as the TCP checksum (NEEDS_CSUM).
 	partial bool
+	// df0 clears DF (not a fragment); dfmf sets DF and MF together.
+	df0, dfmf bool
+	// badTCP stores a wrong TCP checksum, badIP a wrong IPv4 header checksum.
+	badTCP, badIP bool
+	// vlan adds an 802.1Q tag with this VLAN ID.
+	vlan uint16
+	// ext are IPv6 extension headers.
+	ext []header.IPv6ExtHeader
+	// fill, if set, gives payload byte i (else the default pattern).
+	fill func(i int) byte
 }
 
 func (s seg) frame() []byte {
 	p := make([]byte, s.len)
 	for i := range p {
 		p[i] = byte(int(s.seq) + i*13)
+		if s.fill != nil {
+			p[i] = s.fill(i)
+		}
 	}
 	if s.flags == 0 {
 		s.flags = header.TCPFlagACK
@@ -94,8 +158,22 @@ func (s seg) frame() []byte {
 	if s.partial {
 		f.Checksum = header.ChecksumPartial
 	}
+	if s.badTCP {
+		f.Checksum = header.ChecksumBad
+	}
+	f.BadIPChecksum = s.badIP
+	if s.df0 {
+		f.DontFragment = false
+	}
+	if s.dfmf {
+		f.DontFragment, f.MoreFragments = true, true
+	}
+	if s.vlan != 0 {
+		f.VLAN, f.VLANTCI = true, s.vlan
+	}
 	if s.v6 {
 		f.Src, f.Dst, f.DontFragment, f.ID = hostIP6, guestIP6, false, 0
+		f.ExtHeaders = s.ext
 	}
 	return f.Build(nil)
 }
@@ -298,7 +376,7 @@ func Cases() []Case {
 			Known{Record: "rx n=0", Field: "flags", QEMU: "00", Rscvm: "01", Reason: needsCsumReason}),
 		vnetCase("rsc-lone-vnet0", "(a)3 lone segment injected with a zero virtio-net header", 0),
 	)
-	return cs
+	return append(cs, scenarioCases()...)
 }
 
 // vnetCase is rsc-lone with the frame injected with a virtio-net header

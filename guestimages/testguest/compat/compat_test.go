@@ -131,3 +131,90 @@ func FuzzParseReport(f *testing.F) {
 		_ = streamReport(rep, true)
 	})
 }
+
+// Every part (a) scenario is driven by a case or listed as not
+// host-drivable (with a reason), never both, never neither; case names are
+// unique and every case's frames are well-formed enough to inject.
+func TestScenarioCoverage(t *testing.T) {
+	cases := Cases()
+	names := map[string]bool{}
+	for _, c := range cases {
+		require.False(t, names[c.Name], "duplicate case %s", c.Name)
+		names[c.Name] = true
+		if strings.HasPrefix(c.Name, "rsc") {
+			require.Regexp(t, `\(a\)\d+`, c.About, "%s cites no part (a) scenario", c.Name)
+		}
+		for i, st := range c.steps() {
+			for j, f := range st.Frames {
+				require.GreaterOrEqual(t, len(f), 14, "%s step %d frame %d", c.Name, i, j)
+			}
+		}
+	}
+	cov := Coverage(cases)
+	nd := map[int]bool{}
+	for _, s := range NotDrivable() {
+		require.NotEmpty(t, s.Reason)
+		require.Empty(t, cov[s.Num], "(a)%d is listed as not drivable but cases cite it", s.Num)
+		nd[s.Num] = true
+	}
+	for _, s := range Partial() {
+		require.NotEmpty(t, cov[s.Num], "(a)%d partly driven by no case", s.Num)
+	}
+	for n := 1; n <= NumScenarios; n++ {
+		require.True(t, len(cov[n]) > 0 || nd[n], "(a)%d: no case and not listed as not host-drivable", n)
+	}
+	var buf bytes.Buffer
+	WriteCoverage(&buf, cases)
+	require.Contains(t, buf.String(), "(a)50  not host-drivable")
+	require.NotContains(t, buf.String(), "no case")
+	WriteTable(&buf, nil)
+	require.Contains(t, buf.String(), "(a)54")
+}
+
+// A case in which QEMU is expected to crash: expected when rscvm received
+// exactly the injected stream, unexpected when rscvm's stream differs.
+func TestCrashDiffs(t *testing.T) {
+	c := rscCase("x", "(a)36", burst(1000, 3, 1000)...)
+	c.QEMUCrash = "QEMU (b)3"
+	var lines []string
+	for i, f := range c.Frames {
+		for off := 0; off < len(f); off += 32 {
+			lines = append(lines, fmt.Sprintf("rxdata n=%d off=%d %s", i, off, hex.EncodeToString(f[off:min(off+32, len(f))])))
+		}
+		lines = append(lines, fmt.Sprintf("rx n=%d len=%d bufs=1 flags=00 gso_type=00", i, len(f)))
+	}
+	err := fmt.Errorf("qemu: testguest: vmm exited: signal: segmentation fault")
+	diffs := crashDiffs(c, err, ParseReport(lines))
+	require.Equal(t, Expected, CaseClass(diffs), "%v", diffs)
+	diffs = crashDiffs(c, err, ParseReport(lines[:len(lines)-1]))
+	require.Equal(t, Unexpected, CaseClass(diffs), "%v", diffs)
+}
+
+func TestStartFailDiffs(t *testing.T) {
+	e := fmt.Errorf("exit status 1")
+	require.Empty(t, startFailDiffs(e, e, nil, nil))
+	require.Equal(t, Unexpected, CaseClass(startFailDiffs(e, nil, nil, []string{"rscvm-testguest: start"})))
+	require.Equal(t, Unexpected, CaseClass(startFailDiffs(e, e, nil, []string{"rscvm-testguest: start"})))
+}
+
+// The stream parser takes 802.1Q-tagged frames.
+func TestTCPPayloadVLAN(t *testing.T) {
+	p, fl, ok := tcpPayload(seg{seq: 1000, len: 100, vlan: 5}.frame())
+	require.True(t, ok)
+	require.Len(t, p, 100)
+	require.Equal(t, byte(0x10), fl)
+	_, _, ok = tcpPayload(seg{seq: 1000, len: 100, vlan: 5}.frame()[:30])
+	require.False(t, ok)
+}
+
+// steps() puts Frames (with the shared Vnet header) before Steps.
+func TestCaseSteps(t *testing.T) {
+	c := vnetCase("v", "(a)3", 0)
+	c.Steps = []Step{{After: "ctrl n=1 ", Frames: frames(seg{seq: 5, len: 1})}}
+	st := c.steps()
+	require.Len(t, st, 2)
+	require.Len(t, st[0].Vnet, 1)
+	require.NotNil(t, st[0].Vnet[0])
+	require.Equal(t, "ctrl n=1 ", st[1].After)
+	require.Empty(t, rscCase("e", "(a)1").steps())
+}

@@ -55,7 +55,7 @@ func (r *Report) Find(key string) *Record {
 var compared = []string{
 	"virtio dev ", "virtio features ", "virtio config ", "virtio queues ", "virtio msix ", "virtio rings ",
 	"virtio done ", "virtio error", "ctrl ", "ready ", "tx ", "txend ", "rx ", "rsc ", "rxend ", "trap ",
-	"rscvm-testguest: halted", "rscvm-testguest: done", "opt ",
+	"rscvm-testguest: halted", "rscvm-testguest: done", "opt ", "reinit ",
 }
 
 // ParseReport builds a Report from serial lines (without line endings).

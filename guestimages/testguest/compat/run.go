@@ -68,6 +68,17 @@ func Run(ctx context.Context, cfg Config, c Case) Result {
 	res.Seconds = time.Since(start).Seconds()
 	q, r := ParseReport(qLines), ParseReport(rLines)
 	res.QEMU, res.Rscvm = lines(q), lines(r)
+	if c.StartFails {
+		res.Diffs = startFailDiffs(qErr, rErr, qLines, rLines)
+		res.Class = CaseClass(res.Diffs)
+		return res
+	}
+	if c.QEMUCrash != "" && qErr != nil && rErr == nil && strings.Contains(qErr.Error(), "signal: ") {
+		res.Diffs = crashDiffs(c, qErr, r)
+		res.Class = CaseClass(res.Diffs)
+		res.Note = "QEMU crashed, as expected"
+		return res
+	}
 	if err := errors.Join(qErr, rErr); err != nil {
 		res.Class, res.Note = Failed, err.Error()
 		return res
@@ -75,7 +86,7 @@ func Run(ctx context.Context, cfg Config, c Case) Result {
 	if c.Stream != "" {
 		q, r = streamReport(q, true), streamReport(r, true)
 		res.Note = c.Stream
-	} else if len(c.Frames) > 0 {
+	} else if len(c.steps()) > 0 {
 		q, r = streamReport(q, false), streamReport(r, false)
 	}
 	rules := cfg.Rules
@@ -87,6 +98,9 @@ func Run(ctx context.Context, cfg Config, c Case) Result {
 	}
 	res.Diffs = Compare(q, r, rules)
 	res.Class = CaseClass(res.Diffs)
+	if c.Timing != "" {
+		res.Note = strings.TrimPrefix(res.Note+"; timing: "+c.Timing, "; ")
+	}
 	return res
 }
 
@@ -111,18 +125,14 @@ func runOne(ctx context.Context, cfg Config, c Case, cmd testguest.VMMCommand, w
 		return nil, fmt.Errorf("%s: %w", who, err)
 	}
 	defer s.Close()
-	if len(c.Frames) > 0 {
+	if steps := c.steps(); len(steps) > 0 {
 		if _, err := s.WaitReady(ctx); err != nil {
 			return s.Lines(), fmt.Errorf("%s: guest not ready: %w; stderr: %s", who, err, strings.TrimSpace(s.Stderr()))
 		}
-		if c.Vnet != nil {
-			for _, f := range c.Frames {
-				if err := s.InjectVnet(*c.Vnet, f); err != nil {
-					return s.Lines(), fmt.Errorf("%s: inject: %w", who, err)
-				}
+		for i, st := range steps {
+			if err := inject(ctx, s, st); err != nil {
+				return s.Lines(), fmt.Errorf("%s: step %d: %w", who, i, err)
 			}
-		} else if err := s.Inject(c.Frames...); err != nil {
-			return s.Lines(), fmt.Errorf("%s: inject: %w", who, err)
 		}
 	}
 	out, err := s.Wait(ctx)
@@ -133,6 +143,97 @@ func runOne(ctx context.Context, cfg Config, c Case, cmd testguest.VMMCommand, w
 		return s.Lines(), fmt.Errorf("%s: guest did not reach its done line", who)
 	}
 	return s.Lines(), nil
+}
+
+// startFailDiffs: both VMMs must have failed before the guest printed
+// anything.
+func startFailDiffs(qErr, rErr error, qLines, rLines []string) []Diff {
+	state := func(err error, lines []string) string {
+		switch {
+		case err == nil:
+			return "guest ran"
+		case len(lines) > 0:
+			return "failed after the guest started"
+		}
+		return "refused to start"
+	}
+	q, r := state(qErr, qLines), state(rErr, rLines)
+	if q == "refused to start" && r == q {
+		return nil
+	}
+	return []Diff{{Record: "vmm", QEMU: q, Rscvm: r, Class: Unexpected}}
+}
+
+// crashDiffs classifies a case in which QEMU died as c.QEMUCrash expects:
+// one expected difference for the crash, plus an unexpected one for every
+// field of rscvm's stream record that differs from the injected stream.
+func crashDiffs(c Case, qErr error, r Report) []Diff {
+	diffs := []Diff{{Record: "vmm", QEMU: strings.TrimRight(qErr.Error(), ": "), Rscvm: "guest powered off",
+		Class: Expected, Reason: c.QEMUCrash}}
+	want := injectedStream(c)
+	rs := streamReport(r, true)
+	got := rs.Find("stream")
+	for _, f := range want.Fields {
+		v, _ := got.Get(f.Key)
+		if v != f.Value {
+			diffs = append(diffs, Diff{Record: "stream", Field: f.Key, QEMU: "(injected) " + f.Value, Rscvm: v,
+				Class: Unexpected})
+		}
+	}
+	return diffs
+}
+
+// injectedStream is the stream record of the case's injected frames, each
+// taken as one segment.
+func injectedStream(c Case) Record {
+	var rep Report
+	n := 0
+	for _, st := range c.steps() {
+		for _, f := range st.Frames {
+			k := "n=" + strconv.Itoa(n)
+			rep.Records = append(rep.Records, Record{Key: "rx " + k,
+				Fields: []Field{{"n", strconv.Itoa(n)}, {"data", hex.EncodeToString(f)}}})
+			n++
+		}
+	}
+	st := streamReport(rep, true)
+	return *st.Find("stream")
+}
+
+// inject runs one step: wait for its line and delay, then send its frames.
+func inject(ctx context.Context, s *testguest.Session, st Step) error {
+	if st.After != "" {
+		if _, err := s.WaitPrefix(ctx, st.After); err != nil {
+			return fmt.Errorf("waiting for %q: %w", st.After, err)
+		}
+	}
+	if st.Delay > 0 {
+		t := time.NewTimer(st.Delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	if st.Verified {
+		if err := s.InjectVerified(st.Gap, st.Frames...); err != nil {
+			return fmt.Errorf("inject (verified path): %w", err)
+		}
+		return nil
+	}
+	for i, f := range st.Frames {
+		var err error
+		if i < len(st.Vnet) && st.Vnet[i] != nil {
+			err = s.InjectVnet(*st.Vnet[i], f)
+		} else {
+			err = s.Inject(f)
+		}
+		if err != nil {
+			return fmt.Errorf("inject frame %d: %w", i, err)
+		}
+	}
+	return nil
 }
 
 // streamReport adds one "stream" record: segments carried, TCP payload
@@ -185,9 +286,13 @@ func streamReport(r Report, only bool) Report {
 	return out
 }
 
-// tcpPayload returns the TCP payload and flags of an untagged IPv4/TCP or
-// IPv6/TCP (no extension header) frame.
+// tcpPayload returns the TCP payload and flags of an IPv4/TCP or IPv6/TCP
+// (no extension header) frame, untagged or with one 802.1Q tag.
 func tcpPayload(b []byte) ([]byte, byte, bool) {
+	if len(b) >= 18 && b[12] == 0x81 && b[13] == 0x00 {
+		// One 802.1Q tag: drop it.
+		b = append(append([]byte(nil), b[:12]...), b[16:]...)
+	}
 	if len(b) >= 54 && b[12] == 0x86 && b[13] == 0xdd && b[14]>>4 == 6 && b[20] == 6 {
 		pl := int(b[18])<<8 | int(b[19])
 		if pl < 20 || 54+pl > len(b) {

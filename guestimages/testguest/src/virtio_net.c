@@ -687,12 +687,12 @@ static void ctrl_bad(void)
 	ctrl_send(VIRTIO_NET_CTRL_ANNOUNCE, 0, z, 0, CTRL_NORMAL);    /* nothing announced */
 }
 
-/* Runs the comma-separated commands of ctrl= (see README.md). */
-static void ctrl_run(void)
+/* Runs the comma-separated commands of option key (ctrl=, ctrl2=; see README.md). */
+static void ctrl_run(const char *key)
 {
 	static const char *const rx_cmds[] = { "promisc", "allmulti", "alluni", "nomulti", "nouni",
 					       "nobcast" };
-	const char *p = cmdline_get("ctrl", "");
+	const char *p = cmdline_get(key, "");
 	uint8_t buf[3900];
 
 	while (*p) {
@@ -826,10 +826,70 @@ static void print_config(void)
 		m[0], m[1], m[2], m[3], m[4], m[5], st, pairs, mtu, gen2);
 }
 
+/* Busy-waits ms milliseconds on the PM timer (the device is not touched). */
+static void sleep_ms(uint64_t ms)
+{
+	struct stopwatch sw;
+
+	sw_start(&sw);
+	while (sw_ms(&sw) < ms) {
+		for (volatile uint32_t i = 0; i < POLL_SPINS; i++)
+			;
+	}
+}
+
+/* Queue sizes, control queue index, MSI-X vectors: kept for reinit=1. */
+static struct qlayout {
+	uint16_t rxs, txs, cts, ctrl_idx, vec_rx, vec_tx, vec_ctrl;
+	int event_idx;
+} layout;
+
+static int queues_init(void)
+{
+	return vq_init(&rxq, &dev, 0, layout.rxs, layout.vec_rx, layout.event_idx) ||
+	       vq_init(&txq, &dev, 1, layout.txs, layout.vec_tx, layout.event_idx) ||
+	       (have_ctrl && vq_init(&ctrlq, &dev, layout.ctrl_idx, layout.cts, layout.vec_ctrl,
+				     layout.event_idx));
+}
+
 static void fail(const char *what)
 {
 	kprintf("virtio error %s status=%02x\n", what, vpci_status(&dev));
 	vpci_set_status(&dev, (uint8_t)(vpci_status(&dev) | VIRTIO_STATUS_FAILED));
+}
+
+/*
+ * reinit=1: resets the device while whatever it holds (e.g. packets it is
+ * coalescing) is pending, then sets it up again as before: same features,
+ * fresh rings, the rx buffers posted again (frames received before the reset
+ * and not yet taken are dropped with the old rings), the ctrl= commands
+ * again. Prints "reinit status=%02x negotiated=0x%016lx rxbufs=%u".
+ */
+static int reinit(int legacy, uint8_t features_status)
+{
+	vpci_reset(&dev);
+	vpci_set_status(&dev, VIRTIO_STATUS_ACKNOWLEDGE);
+	vpci_set_status(&dev, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	vpci_set_driver_features(&dev, negotiated);
+	vpci_set_status(&dev, features_status);
+	uint8_t status = vpci_status(&dev);
+	if (!legacy && !(status & VIRTIO_STATUS_FEATURES_OK)) {
+		fail("reinit: features_ok not accepted");
+		return -1;
+	}
+	if (queues_init()) {
+		fail("reinit: queue setup failed");
+		return -1;
+	}
+	vpci_set_status(&dev, (uint8_t)(status | VIRTIO_STATUS_DRIVER_OK));
+	for (uint32_t i = 0; i < rx.nbufs; i++)
+		if (rx_post(i))
+			return -1;
+	vq_kick(&rxq);
+	ctrl_run("ctrl");
+	kprintf("reinit status=%02x negotiated=0x%016lx rxbufs=%u\n", vpci_status(&dev), negotiated,
+		rx.nbufs);
+	return 0;
 }
 
 int net_test(void)
@@ -922,9 +982,8 @@ int net_test(void)
 			cts = (uint16_t)qsize;
 	}
 	int event_idx = has(VIRTIO_F_RING_EVENT_IDX);
-	if (vq_init(&rxq, &dev, 0, rxs, vec_rx, event_idx) ||
-	    vq_init(&txq, &dev, 1, txs, vec_tx, event_idx) ||
-	    (have_ctrl && vq_init(&ctrlq, &dev, ctrl_idx, cts, vec_ctrl, event_idx))) {
+	layout = (struct qlayout){ rxs, txs, cts, ctrl_idx, vec_rx, vec_tx, vec_ctrl, event_idx };
+	if (queues_init()) {
 		fail("queue setup failed");
 		return -1;
 	}
@@ -955,12 +1014,18 @@ int net_test(void)
 		if (!ctrl_mem)
 			return -1;
 	}
-	ctrl_run();
+	ctrl_run("ctrl");
 
 	kprintf("ready status=%02x rxbufs=%u bufsize=%u descs=%u mode=%s heap=%lu\n",
 		vpci_status(&dev), rx.nbufs, rx.size, rx.descs, rx.mode, heap_used());
 
 	tx_run();
+	uint64_t pause = cmdline_get_u64("pause", 0);
+	if (pause)
+		sleep_ms(pause);
+	if (cmdline_get_u64("reinit", 0) && reinit(legacy, status))
+		return -1;
+	ctrl_run("ctrl2");
 	if (cmdline_get("rx", 0) || cmdline_get("rxwait", 0))
 		rx_loop();
 
