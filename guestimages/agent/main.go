@@ -187,17 +187,22 @@ func (a *agent) do(ctx context.Context, act protocol.Action) error {
 			return err
 		}
 		a.out.line(protocol.Format(protocol.LineSet, act.Feature+"="+onOffWord(act.On), "ok"))
-	case protocol.KindSink:
+	case protocol.KindSink, protocol.KindDrain:
 		ln, err := listenSink(ctx, act.Port)
 		if err != nil {
 			return err
 		}
-		a.out.line(protocol.Format(protocol.LineSink, "listening", "port="+strconv.Itoa(int(act.Port))))
-		r, err := acceptSink(ctx, ln)
+		hash := act.Kind == protocol.KindSink
+		a.out.line(protocol.Format(string(act.Kind), "listening", "port="+strconv.Itoa(int(act.Port))))
+		r, d, err := acceptSinkTimed(ctx, ln, hash)
 		if err != nil {
 			return err
 		}
-		a.out.line(protocol.Format(protocol.LineSink, "bytes="+strconv.FormatInt(r.Bytes, 10), "sha256="+r.SHA256))
+		if hash {
+			a.out.line(protocol.FormatSink(r.Bytes, r.SHA256, d))
+		} else {
+			a.out.line(protocol.FormatDrain(r.Bytes, d))
+		}
 	case protocol.KindSource:
 		r, err := source(ctx, act.Addr, act.Bytes)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/rscvm/rscvm/guestimages/agent/protocol"
 )
@@ -34,28 +35,54 @@ func listenSink(ctx context.Context, port uint16) (net.Listener, error) {
 // acceptSink accepts one connection on ln, reads it to EOF and hashes it.
 // ln is closed on return.
 func acceptSink(ctx context.Context, ln net.Listener) (transferResult, error) {
+	r, _, err := acceptSinkTimed(ctx, ln, true)
+	return r, err
+}
+
+// acceptSinkTimed is acceptSink that also returns how long the transfer
+// took: from the accepted connection to EOF (or the error), by the
+// monotonic clock. Without hash it only counts (SHA256 stays empty).
+func acceptSinkTimed(ctx context.Context, ln net.Listener, hash bool) (transferResult, time.Duration, error) {
 	defer ln.Close()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	c, err := ln.Accept()
 	if err != nil {
 		if ctx.Err() != nil {
-			return transferResult{}, fmt.Errorf("accept: %w", ctx.Err())
+			return transferResult{}, 0, fmt.Errorf("accept: %w", ctx.Err())
 		}
-		return transferResult{}, fmt.Errorf("accept: %w", err)
+		return transferResult{}, 0, fmt.Errorf("accept: %w", err)
 	}
+	start := time.Now()
 	defer c.Close()
 	stopConn := context.AfterFunc(ctx, func() { c.Close() })
 	defer stopConn()
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, c, make([]byte, copyBufSize))
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
+	// Reads of copyBufSize straight from the connection (io.Copy would
+	// go through TCPConn.WriteTo and its 32 KiB buffer).
+	buf := make([]byte, copyBufSize)
+	var n int64
+	for {
+		k, err := c.Read(buf)
+		n += int64(k)
+		if hash {
+			h.Write(buf[:k])
 		}
-		return transferResult{Bytes: n}, fmt.Errorf("read after %d bytes: %w", n, err)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return transferResult{Bytes: n}, time.Since(start), fmt.Errorf("read after %d bytes: %w", n, err)
+		}
 	}
-	return transferResult{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	d := time.Since(start)
+	if !hash {
+		return transferResult{Bytes: n}, d, nil
+	}
+	return transferResult{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, d, nil
 }
 
 // source connects to addr and sends n payload bytes (see sendPayload).

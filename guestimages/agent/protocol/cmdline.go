@@ -18,12 +18,15 @@
 //	features              negotiated virtio feature bits of the interface
 //	offloads              ethtool offload states of the interface
 //	sink:PORT             accept one TCP connection, read to EOF, hash
+//	drain:PORT            the same without the hash: only bytes and time, so
+//	                      that a throughput measurement is not one of the
+//	                      guest's SHA-256 speed
 //	source:HOST:PORT:N    connect and send N payload bytes, hash
 //	rx, tx                interface packet/byte counters
 //	set:FEATURE=on|off    change an ethtool feature (ETHTOOL_SFEATURES)
 //	sleep:MILLISECONDS    pause
 //
-// Actions that need the network (link, offloads, set, sink, source, rx, tx)
+// Actions that need the network (link, offloads, set, sink, drain, source, rx, tx)
 // bring the link up first if no earlier action did.
 package protocol
 
@@ -47,6 +50,7 @@ const (
 	KindFeatures Kind = "features"
 	KindOffloads Kind = "offloads"
 	KindSink     Kind = "sink"
+	KindDrain    Kind = "drain"
 	KindSource   Kind = "source"
 	KindRX       Kind = "rx"
 	KindTX       Kind = "tx"
@@ -75,7 +79,7 @@ const MaxPayload = 1 << 40
 // Action is one step of the agent's program.
 type Action struct {
 	Kind Kind
-	// Port is the listening port of sink.
+	// Port is the listening port of sink and drain.
 	Port uint16
 	// Addr is the host:port that source connects to.
 	Addr string
@@ -91,7 +95,7 @@ type Action struct {
 // NeedsLink reports whether the action needs the interface to be up.
 func (a Action) NeedsLink() bool {
 	switch a.Kind {
-	case KindLink, KindOffloads, KindSet, KindSink, KindSource, KindRX, KindTX:
+	case KindLink, KindOffloads, KindSet, KindSink, KindDrain, KindSource, KindRX, KindTX:
 		return true
 	}
 	return false
@@ -100,8 +104,8 @@ func (a Action) NeedsLink() bool {
 // String formats the action in command-line syntax; ParseAction reverses it.
 func (a Action) String() string {
 	switch a.Kind {
-	case KindSink:
-		return fmt.Sprintf("sink:%d", a.Port)
+	case KindSink, KindDrain:
+		return fmt.Sprintf("%s:%d", a.Kind, a.Port)
 	case KindSource:
 		return fmt.Sprintf("source:%s:%d", a.Addr, a.Bytes)
 	case KindSet:
@@ -128,7 +132,7 @@ func ParseAction(s string) (Action, error) {
 		if hasArg {
 			return Action{}, fmt.Errorf("action %q: takes no argument", s)
 		}
-	case KindSink:
+	case KindSink, KindDrain:
 		p, err := parsePort(arg)
 		if err != nil {
 			return Action{}, fmt.Errorf("action %q: %w", s, err)

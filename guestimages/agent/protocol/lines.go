@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math"
 	"math/big"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Prefix starts every result line of the agent. Kernel messages may precede
@@ -21,7 +23,9 @@ const Prefix = "rscvm-agent: "
 //	rscvm-agent: features eth0 0x0000010130afffa7
 //	rscvm-agent: offloads eth0 rx-checksumming=on tx-checksumming=on ... rx-gro-hw=off ...
 //	rscvm-agent: sink listening port=5001
-//	rscvm-agent: sink bytes=1048576 sha256=<64 hex>
+//	rscvm-agent: sink bytes=1048576 sha256=<64 hex> ns=52817345
+//	rscvm-agent: drain listening port=5001
+//	rscvm-agent: drain bytes=1048576 ns=41234567
 //	rscvm-agent: source bytes=1048576 sha256=<64 hex>
 //	rscvm-agent: rx packets=12 bytes=3456
 //	rscvm-agent: tx packets=12 bytes=3456
@@ -29,8 +33,10 @@ const Prefix = "rscvm-agent: "
 //	rscvm-agent: error <what>: <why>
 //	rscvm-agent: done errors=0
 //
-// addr= and gw= of link appear only when configured. After done the agent
-// powers the machine off.
+// addr= and gw= of link appear only when configured. ns= of sink and drain
+// is the transfer time in nanoseconds by the guest's monotonic clock, from
+// the accepted connection to EOF (agents before it was added print no ns=).
+// After done the agent powers the machine off.
 const (
 	LineReady    = "ready"
 	LineModules  = "modules"
@@ -38,6 +44,7 @@ const (
 	LineFeatures = "features"
 	LineOffloads = "offloads"
 	LineSink     = "sink"
+	LineDrain    = "drain"
 	LineSource   = "source"
 	LineRX       = "rx"
 	LineTX       = "tx"
@@ -75,6 +82,78 @@ func (l Line) Uint(key string) (uint64, error) {
 		return 0, fmt.Errorf("%s line: %s=%q: %w", l.Kind, key, v, err)
 	}
 	return n, nil
+}
+
+// Duration returns Values[key], a whole number of nanoseconds, as a
+// duration.
+func (l Line) Duration(key string) (time.Duration, error) {
+	n, err := l.Uint(key)
+	if err != nil {
+		return 0, err
+	}
+	if n > math.MaxInt64 {
+		return 0, fmt.Errorf("%s line: %s=%d: out of range", l.Kind, key, n)
+	}
+	return time.Duration(n), nil
+}
+
+// Keys of the sink and drain result lines.
+const (
+	KeyBytes  = "bytes"
+	KeySHA256 = "sha256"
+	// KeyNanoseconds is the transfer time (see Line.Duration).
+	KeyNanoseconds = "ns"
+)
+
+// FormatSink builds the sink result line: n bytes read with the given
+// SHA-256 (hex) in d, from the accepted connection to EOF.
+func FormatSink(n int64, sha256Hex string, d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	return Format(LineSink,
+		KeyBytes+"="+strconv.FormatInt(n, 10),
+		KeySHA256+"="+sha256Hex,
+		KeyNanoseconds+"="+strconv.FormatInt(int64(d), 10))
+}
+
+// FormatDrain builds the drain result line: n bytes read in d.
+func FormatDrain(n int64, d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	return Format(LineDrain,
+		KeyBytes+"="+strconv.FormatInt(n, 10),
+		KeyNanoseconds+"="+strconv.FormatInt(int64(d), 10))
+}
+
+// SinkResult is a parsed sink or drain result line.
+type SinkResult struct {
+	Bytes uint64
+	// SHA256 is the hex hash of a sink line, "" for drain.
+	SHA256   string
+	Duration time.Duration
+}
+
+// ParseSink parses a sink or drain result line (not the "listening" lines).
+// It needs ns=, so it fails on the lines of agents before ns= was added.
+func ParseSink(l Line) (SinkResult, error) {
+	if l.Kind != LineSink && l.Kind != LineDrain {
+		return SinkResult{}, fmt.Errorf("%s line, want %s or %s", l.Kind, LineSink, LineDrain)
+	}
+	n, err := l.Uint(KeyBytes)
+	if err != nil {
+		return SinkResult{}, err
+	}
+	sum, ok := l.Value(KeySHA256)
+	if !ok && l.Kind == LineSink {
+		return SinkResult{}, fmt.Errorf("%s line has no %s=", l.Kind, KeySHA256)
+	}
+	d, err := l.Duration(KeyNanoseconds)
+	if err != nil {
+		return SinkResult{}, err
+	}
+	return SinkResult{Bytes: n, SHA256: sum, Duration: d}, nil
 }
 
 // ParseLine extracts the agent result from one console line; ok is false if

@@ -13,7 +13,7 @@ import (
 )
 
 func TestParseCommandLine(t *testing.T) {
-	c, err := ParseCommandLine(`BOOT_IMAGE=/vmlinuz console=ttyS0 rscvm.agent=ready,features,offloads,sink:5001,source:10.0.2.1:5001:1048576,rx,tx,set:rx-gro-hw=off,sleep:250,link rscvm.ip=10.0.2.15/24 rscvm.gw=10.0.2.2 rscvm.timeout=60` + "\n")
+	c, err := ParseCommandLine(`BOOT_IMAGE=/vmlinuz console=ttyS0 rscvm.agent=ready,features,offloads,sink:5001,source:10.0.2.1:5001:1048576,rx,tx,set:rx-gro-hw=off,sleep:250,link,drain:5002 rscvm.ip=10.0.2.15/24 rscvm.gw=10.0.2.2 rscvm.timeout=60` + "\n")
 	require.NoError(t, err)
 	require.Equal(t, "eth0", c.Iface)
 	require.Equal(t, netip.MustParsePrefix("10.0.2.15/24"), c.Addr)
@@ -30,7 +30,10 @@ func TestParseCommandLine(t *testing.T) {
 		{Kind: KindSet, Feature: "rx-gro-hw", On: false},
 		{Kind: KindSleep, Duration: 250 * time.Millisecond},
 		{Kind: KindLink},
+		{Kind: KindDrain, Port: 5002},
 	}, c.Actions)
+	require.Equal(t, "drain:5002", c.Actions[10].String())
+	require.True(t, c.Actions[10].NeedsLink())
 }
 
 func TestParseCommandLineDefaultsAndOverride(t *testing.T) {
@@ -65,6 +68,9 @@ func TestParseCommandLineErrors(t *testing.T) {
 		"rscvm.agent=sink",
 		"rscvm.agent=sink:0",
 		"rscvm.agent=sink:65536",
+		"rscvm.agent=drain",
+		"rscvm.agent=drain:0",
+		"rscvm.agent=drain:x",
 		"rscvm.agent=source:10.0.2.1:5001",
 		"rscvm.agent=source:10.0.2.1:5001:-1",
 		"rscvm.agent=source::5001:10",
@@ -144,6 +150,55 @@ func TestParseLine(t *testing.T) {
 
 	_, ok = ParseLine("rscvm-agent:    ")
 	require.False(t, ok)
+}
+
+func TestSinkLine(t *testing.T) {
+	const sum = "8b1a9953c4611296a827abf8c47804d7e6c49c6b0a1d5c2e4b1d7e5c7a9b3f10"
+	s := FormatSink(33554432, sum, 1500*time.Millisecond)
+	require.Equal(t, "rscvm-agent: sink bytes=33554432 sha256="+sum+" ns=1500000000", s)
+	l, ok := ParseLine("[   12.5] virtio_net: x " + s + "\r\n")
+	require.True(t, ok)
+	r, err := ParseSink(l)
+	require.NoError(t, err)
+	require.Equal(t, SinkResult{Bytes: 33554432, SHA256: sum, Duration: 1500 * time.Millisecond}, r)
+	// Parsers of the two older keys see the same line as before.
+	require.Equal(t, "33554432", l.Values["bytes"])
+	require.Equal(t, sum, l.Values["sha256"])
+	require.Equal(t, "rscvm-agent: sink bytes=0 sha256= ns=0", FormatSink(0, "", -time.Second))
+
+	// drain: the same without the hash.
+	s = FormatDrain(1<<20, 42*time.Microsecond)
+	require.Equal(t, "rscvm-agent: drain bytes=1048576 ns=42000", s)
+	l, ok = ParseLine(s)
+	require.True(t, ok)
+	r, err = ParseSink(l)
+	require.NoError(t, err)
+	require.Equal(t, SinkResult{Bytes: 1 << 20, Duration: 42 * time.Microsecond}, r)
+	require.Equal(t, "rscvm-agent: drain bytes=0 ns=0", FormatDrain(0, -1))
+
+	// A line of an agent without ns=, the listening line, other kinds and
+	// bad numbers are errors, not zero durations.
+	for _, bad := range []string{
+		"rscvm-agent: sink bytes=1 sha256=00",
+		"rscvm-agent: sink listening port=5001",
+		"rscvm-agent: drain listening port=5001",
+		"rscvm-agent: drain bytes=1",
+		"rscvm-agent: sink bytes=1 ns=5",
+		"rscvm-agent: rx packets=1 bytes=1 ns=1",
+		"rscvm-agent: sink bytes=1 sha256=00 ns=-1",
+		"rscvm-agent: sink bytes=1 sha256=00 ns=1.5",
+		"rscvm-agent: sink bytes=1 sha256=00 ns=9223372036854775808",
+		"rscvm-agent: sink bytes=x sha256=00 ns=1",
+	} {
+		l, ok := ParseLine(bad)
+		require.True(t, ok, bad)
+		_, err := ParseSink(l)
+		require.Error(t, err, bad)
+	}
+	l, _ = ParseLine("rscvm-agent: sink bytes=1 sha256=00 ns=9223372036854775807")
+	d, err := l.Duration(KeyNanoseconds)
+	require.NoError(t, err)
+	require.Equal(t, time.Duration(1<<63-1), d)
 }
 
 func TestParseOutput(t *testing.T) {
@@ -247,6 +302,7 @@ func FuzzParseCommandLine(f *testing.F) {
 	f.Add("rscvm.agent=ready,features,offloads,sink:5001,source:10.0.2.1:5001:1048576 rscvm.ip=10.0.2.15/24 rscvm.gw=10.0.2.2")
 	f.Add(`"rscvm.agent=source:[fd00::1]:80:5" rscvm.ip=fd00::2/64 rscvm.if=eth1 rscvm.timeout=9`)
 	f.Add("rscvm.agent=set:rx-gro-hw=off,sleep:10,rx,tx,link")
+	f.Add("rscvm.agent=drain:5001,sink:5002")
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := ParseCommandLine(s)
 		if err != nil {
@@ -265,6 +321,8 @@ func FuzzParseCommandLine(f *testing.F) {
 
 func FuzzParseLine(f *testing.F) {
 	f.Add("rscvm-agent: sink bytes=1 sha256=00")
+	f.Add("rscvm-agent: sink bytes=1 sha256=00 ns=18446744073709551615")
+	f.Add("rscvm-agent: drain bytes=1 ns=7")
 	f.Add("[ 1.0] x rscvm-agent: offloads eth0 a=on b=off\r")
 	f.Fuzz(func(t *testing.T, s string) {
 		l, ok := ParseLine(s)
@@ -272,6 +330,10 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatal("empty kind")
 		}
 		_, _ = l.Uint("bytes")
+		_, _ = l.Duration(KeyNanoseconds)
+		if r, err := ParseSink(l); err == nil && r.Duration < 0 {
+			t.Fatalf("negative duration %v", r.Duration)
+		}
 	})
 }
 
