@@ -58,10 +58,14 @@ test: check build
 
 # Every benchmark, then the RSC engine beside wireguard-go's and gVisor's GRO
 # on the same input (a nested module, so the peers' dependencies stay out of
-# rscvm's go.mod).
+# rscvm's go.mod), then the same Linux guest under QEMU TCG on QEMU's
+# virtio-net and on rscvm vhost-user-net (root, QEMU and the guest images;
+# a few minutes): table in $(OUT)/vhost-user-bench.md, chart in docs/.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkVhostUserMatrix$$' -benchmem ./...
 	cd rsc/peerbench && $(GO) test -run '^$$' -bench . -benchmem .
+	RSCVM_BENCH_PNG=$(CURDIR)/docs/vhost-user-bench.png RSCVM_BENCH_MD=$(OUT)/vhost-user-bench.md \
+	  $(GO) test -run '^$$' -bench '^BenchmarkVhostUserMatrix$$' -benchtime=1x -timeout 30m ./guestimages/agent/
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
