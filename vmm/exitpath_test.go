@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 // outLoop is a guest that writes AL to port 0x10 n times, then powers off.
@@ -44,7 +46,7 @@ func TestExitPathAllocatesNothing(t *testing.T) {
 // BenchmarkPIOExit measures one guest out -> bus dispatch -> re-entry
 // round trip (dominated by KVM; on kvm_pvm ~5 µs).
 func BenchmarkPIOExit(b *testing.B) {
-	requireKVMB(b)
+	testenv.KVM(b)
 	m, err := NewMachine(Config{MemBytes: 2 << 20})
 	require.NoError(b, err)
 	defer m.Close()

@@ -10,34 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/rscvm/rscvm/vmm/kvm"
+	"github.com/rscvm/rscvm/internal/testenv"
 )
-
-// requireKVM skips the test when /dev/kvm is unusable, or fails it when
-// RSCVM_REQUIRE_KVM=1.
-func requireKVM(t *testing.T) {
-	t.Helper()
-	s, err := kvm.Open("")
-	if err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but KVM is unusable: %v", err)
-		}
-		t.Skipf("KVM unusable (set RSCVM_REQUIRE_KVM=1 to fail instead): %v", err)
-	}
-	s.Close()
-}
-
-func requireKVMB(b *testing.B) {
-	b.Helper()
-	s, err := kvm.Open("")
-	if err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			b.Fatalf("RSCVM_REQUIRE_KVM=1 but KVM is unusable: %v", err)
-		}
-		b.Skipf("KVM unusable: %v", err)
-	}
-	s.Close()
-}
 
 // onPVM reports whether /dev/kvm is the software hypervisor kvm_pvm, whose
 // instruction emulator fails on int3.
@@ -48,7 +22,7 @@ func onPVM() bool {
 
 func newTestMachine(t *testing.T, cpus int) *Machine {
 	t.Helper()
-	requireKVM(t)
+	testenv.KVM(t)
 	m, err := NewMachine(Config{MemBytes: 2 << 20, CPUs: cpus})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, m.Close()) })

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/rscvm/rscvm/internal/testenv"
 	"github.com/rscvm/rscvm/vmm/kvm"
 )
 
@@ -111,7 +112,7 @@ func le32u(b []byte) uint32 {
 }
 
 func TestInternalErrorReport(t *testing.T) {
-	requireKVM(t)
+	testenv.KVM(t)
 	if !onPVM() {
 		t.Skip("int3 is only an emulation failure under kvm_pvm; hardware KVM delivers #BP")
 	}
@@ -387,7 +388,7 @@ func TestResetFromDevice(t *testing.T) {
 }
 
 func TestHighRAM(t *testing.T) {
-	requireKVM(t)
+	testenv.KVM(t)
 	m, err := NewMachine(Config{MemBytes: 3<<30 + 64<<20})
 	require.NoError(t, err)
 	defer m.Close()

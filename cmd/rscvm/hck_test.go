@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rscvm/rscvm/internal/testenv"
 	"github.com/rscvm/rscvm/rsc/conformance"
 )
 
@@ -198,18 +198,7 @@ func TestHCKFlagErrors(t *testing.T) {
 // fresh network namespace (root; skipped with the reason otherwise, failed
 // under RSCVM_REQUIRE_KVM=1).
 func TestHCKRSCTap(t *testing.T) {
-	missing := ""
-	if os.Geteuid() != 0 {
-		missing = "needs root (TAP, network namespace, AF_PACKET)"
-	} else if _, err := os.Stat("/dev/net/tun"); err != nil {
-		missing = "needs /dev/net/tun: " + err.Error()
-	}
-	if missing != "" {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but %s", missing)
-		}
-		t.Skip(missing)
-	}
+	testenv.TUN(t)
 	out, stderr, err := runHCK(t, "hck", "rsc", "--tap", "hcktest0", "--netns")
 	require.NoError(t, err, out)
 	require.Contains(t, stderr, "TAP hcktest0 in the fresh network namespace")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rscvm/rscvm/guestimages/initramfs"
 	"github.com/rscvm/rscvm/guestimages/testguest"
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 // The real Linux virtio_net driver against rscvm's device, under rscvm's
@@ -28,30 +29,14 @@ import (
 
 func requireLinuxNetEnv(t *testing.T) (bzImage, cmdline string) {
 	t.Helper()
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but "+format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		skip("needs /dev/kvm: %v", err)
-	}
+	testenv.KVM(t)
 	if err := testguest.NetnsAvailable(); err != nil {
-		skip("%v", err)
+		testenv.SkipOrFail(t, "%v", err)
 	}
-	dir := os.Getenv("RSCVM_OUT")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "out")
-	}
-	bzImage = filepath.Join(dir, "linux", "bzImage")
-	b, err := os.ReadFile(filepath.Join(dir, "linux", "cmdline.txt"))
+	bzImage = testenv.Image(t, "linux/bzImage")
+	b, err := os.ReadFile(testenv.Image(t, "linux/cmdline.txt"))
 	if err != nil {
-		skip("the linux-source guest kernel is missing (run `make guest`): %v", err)
-	}
-	if _, err := os.Stat(bzImage); err != nil {
-		skip("the linux-source guest kernel is missing (run `make guest`): %v", err)
+		t.Fatal(err)
 	}
 	return bzImage, strings.TrimSpace(string(b))
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 func TestParseVhostUserArgs(t *testing.T) {
@@ -56,18 +58,7 @@ func TestParseVhostUserArgsErrors(t *testing.T) {
 // only), checks that a frontend can connect and negotiate, and that SIGTERM
 // (context cancellation) ends it with the counters printed and written.
 func TestVhostUserCommandServes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatal("RSCVM_REQUIRE_KVM=1: needs root for a TAP")
-		}
-		t.Skip("needs root for a TAP")
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1: %v", err)
-		}
-		t.Skipf("no TUN device: %v", err)
-	}
+	testenv.TUN(t)
 	dir := t.TempDir()
 	sock, stats := filepath.Join(dir, "vu.sock"), filepath.Join(dir, "stats.json")
 	ctx, cancel := context.WithCancel(context.Background())

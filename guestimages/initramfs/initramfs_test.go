@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 func testSpec() Spec {
@@ -186,19 +188,11 @@ func TestDebianModules(t *testing.T) {
 
 // outDir is $RSCVM_OUT or the out/ directory of the repository.
 func outDir(t *testing.T) string {
-	if d := os.Getenv("RSCVM_OUT"); d != "" {
-		return d
+	d, err := testenv.OutDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	wd, err := os.Getwd()
-	require.NoError(t, err)
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "out")
-		}
-		if filepath.Dir(d) == d {
-			return filepath.Join(wd, "out")
-		}
-	}
+	return d
 }
 
 func FuzzEntries(f *testing.F) {

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 func TestEmulatedKVMCmdline(t *testing.T) {
@@ -81,20 +83,13 @@ func cpufeaturesH(t *testing.T) []byte {
 	return out
 }
 
+// outDir is $RSCVM_OUT or the out/ directory of the repository.
 func outDir(t *testing.T) string {
-	if d := os.Getenv("RSCVM_OUT"); d != "" {
-		return d
+	d, err := testenv.OutDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	wd, err := os.Getwd()
-	require.NoError(t, err)
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "out")
-		}
-		if filepath.Dir(d) == d {
-			return filepath.Join(wd, "out")
-		}
-	}
+	return d
 }
 
 // TestFragmentHonoured checks the built .config against rscvm.config when

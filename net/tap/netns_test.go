@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -14,44 +13,20 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
-// requireTapEnv skips the test unless it runs as root with /dev/net/tun and iproute2; with RSCVM_REQUIRE_KVM=1
-// (CI) a missing prerequisite fails the test instead.
+// requireTapEnv skips the test unless it runs as root with /dev/net/tun and
+// iproute2; with RSCVM_REQUIRE_KVM=1 (CI) a missing prerequisite fails it.
 func requireTapEnv(t testing.TB) {
 	t.Helper()
-	var missing string
-	switch {
-	case os.Geteuid() != 0:
-		missing = "needs root (network namespaces, TUNSETIFF)"
-	default:
-		if _, err := os.Stat("/dev/net/tun"); err != nil {
-			missing = "needs /dev/net/tun: " + err.Error()
-		} else if _, err := exec.LookPath("ip"); err != nil {
-			missing = "needs the ip tool (apt-get install iproute2)"
-		}
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-		t.Fatalf("RSCVM_REQUIRE_KVM=1 but %s", missing)
-	}
-	t.Skip(missing)
+	testenv.TUN(t)
+	testenv.Tool(t, "ip", "iproute2")
 }
 
 // requireTool skips (or fails under RSCVM_REQUIRE_KVM=1) when a command-line tool is missing.
-func requireTool(t testing.TB, name, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err == nil {
-		return
-	}
-	msg := fmt.Sprintf("needs %s (apt-get install %s)", name, pkg)
-	if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-		t.Fatal("RSCVM_REQUIRE_KVM=1 but " + msg)
-	}
-	t.Skip(msg)
-}
+func requireTool(t testing.TB, name, pkg string) { testenv.Tool(t, name, pkg) }
 
 // netns is a named network namespace created for one test (ip netns add rscvm-test-<random>) and deleted in
 // cleanup. Code that must run inside it goes through do (a dedicated, locked OS thread that joins the

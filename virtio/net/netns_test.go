@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -15,39 +14,20 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rscvm/rscvm/internal/testenv"
 	"github.com/rscvm/rscvm/net/tap"
 )
 
 // RequireTapEnv skips the test unless it runs as root with /dev/net/tun and
-// iproute2 (and the named extra tools); with RSCVM_REQUIRE_KVM=1 a missing
-// prerequisite fails the test instead.
+// iproute2 (and the named extra tools, each from the Debian package of the
+// same name); with RSCVM_REQUIRE_KVM=1 a missing prerequisite fails it.
 func RequireTapEnv(tb testing.TB, tools ...string) {
 	tb.Helper()
-	var missing string
-	switch {
-	case os.Geteuid() != 0:
-		missing = "needs root (network namespaces, TUNSETIFF)"
-	default:
-		if _, err := os.Stat("/dev/net/tun"); err != nil {
-			missing = "needs /dev/net/tun: " + err.Error()
-		}
-		for _, t := range append([]string{"ip"}, tools...) {
-			if _, err := exec.LookPath(t); err != nil && missing == "" {
-				pkg := map[string]string{"ip": "iproute2"}[t]
-				if pkg == "" {
-					pkg = t
-				}
-				missing = fmt.Sprintf("needs the %s tool (apt-get install %s)", t, pkg)
-			}
-		}
+	testenv.TUN(tb)
+	testenv.Tool(tb, "ip", "iproute2")
+	for _, t := range tools {
+		testenv.Tool(tb, t, t)
 	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-		tb.Fatalf("RSCVM_REQUIRE_KVM=1 but the test %s", missing)
-	}
-	tb.Skip(missing)
 }
 
 // TapNetns is a network namespace created for one test (ip netns add) and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"log/slog"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,24 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rscvm/rscvm/devices/pci"
+	"github.com/rscvm/rscvm/internal/testenv"
 	"github.com/rscvm/rscvm/virtio"
 	"github.com/rscvm/rscvm/vmm"
-	"github.com/rscvm/rscvm/vmm/kvm"
 )
-
-// requireKVM skips the test when /dev/kvm is unusable, or fails it when
-// RSCVM_REQUIRE_KVM=1.
-func requireKVM(t *testing.T) {
-	t.Helper()
-	s, err := kvm.Open("")
-	if err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but KVM is unusable: %v", err)
-		}
-		t.Skipf("KVM unusable (set RSCVM_REQUIRE_KVM=1 to fail instead): %v", err)
-	}
-	s.Close()
-}
 
 // portFunc is a bus device calling fn on writes.
 type portFunc func(off uint64, data []byte)
@@ -62,7 +47,7 @@ func (a asm) store32(addr, v uint32) asm        { return a.b(0xC7, 0x05).u32(add
 // signalled by the device reaches the guest as an MSI through the irqfd
 // and the GSI route that follows the MSI-X table entry.
 func TestKVMIOEventFDAndIRQFD(t *testing.T) {
-	requireKVM(t)
+	testenv.KVM(t)
 	m, err := vmm.NewMachine(vmm.Config{MemBytes: 2 << 20, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	defer m.Close()

@@ -2,12 +2,13 @@ package kvm
 
 import (
 	"errors"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 // openKVM opens /dev/kvm, or skips the test when it is unusable, unless
@@ -16,10 +17,7 @@ func openKVM(t *testing.T) *System {
 	t.Helper()
 	s, err := Open("")
 	if err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but KVM is unusable: %v", err)
-		}
-		t.Skipf("KVM unusable (set RSCVM_REQUIRE_KVM=1 to fail instead): %v", err)
+		testenv.SkipOrFail(t, "KVM is unusable: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rscvm/rscvm/internal/testenv"
 	"github.com/rscvm/rscvm/vmm"
 )
 
@@ -21,23 +21,9 @@ import (
 // the milestone it checks for appears on the console.
 const linuxBootTimeout = 10 * time.Minute
 
-// imagePath returns $RSCVM_OUT/rel (default: out/ at the repository root),
-// skipping the test when it is missing, unless RSCVM_REQUIRE_KVM=1.
-func imagePath(t *testing.T, rel string) string {
-	t.Helper()
-	dir := os.Getenv("RSCVM_OUT")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "out")
-	}
-	p := filepath.Join(dir, rel)
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but guest image %s is missing (run `make guest`): %v", p, err)
-		}
-		t.Skipf("guest image %s is missing (run `make guest`)", p)
-	}
-	return p
-}
+// imagePath returns a guest image built by `make guest`, skipping the test
+// when it is missing, unless RSCVM_REQUIRE_KVM=1.
+func imagePath(t *testing.T, rel string) string { return testenv.Image(t, rel) }
 
 func readImage(t *testing.T, rel string) []byte {
 	t.Helper()
@@ -126,7 +112,7 @@ func requireConsole(t *testing.T, console string, wants ...string) {
 // The linux-source kernel (bzImage) reaches init with two vCPUs: it used the
 // e820 map, the MADT for SMP and the DSDT's PCI host bridge rscvm provides.
 func TestLinuxBzImageSMPBootsToInit(t *testing.T) {
-	requireKVM(t)
+	testenv.KVM(t)
 	cfg := Config{MemBytes: 256 << 20, CPUs: 2, Kernel: readImage(t, "linux/bzImage"),
 		Initrd: readImage(t, "initramfs.cpio"), Cmdline: linuxCmdline(t)}
 	console, err := bootLinux(t, cfg, "Run /init as init process")
@@ -152,7 +138,7 @@ func TestLinuxBzImageSMPBootsToInit(t *testing.T) {
 
 // The uncompressed vmlinux of the same kernel boots through PVH.
 func TestLinuxPVHBootsToInit(t *testing.T) {
-	requireKVM(t)
+	testenv.KVM(t)
 	cfg := Config{MemBytes: 256 << 20, CPUs: 1, Kernel: readImage(t, "linux/vmlinux"),
 		Initrd: readImage(t, "initramfs.cpio"), Cmdline: linuxCmdline(t)}
 	console, err := bootLinux(t, cfg, "Run /init as init process")
@@ -166,7 +152,7 @@ func TestLinuxPVHBootsToInit(t *testing.T) {
 // instruction it stopped at, not hang. On hardware KVM the kernel reaches
 // its initramfs instead, which the test accepts.
 func TestDebianKernelStopsWithClearError(t *testing.T) {
-	requireKVM(t)
+	testenv.KVM(t)
 	if _, err := os.Stat("/sys/module/kvm_pvm"); err != nil {
 		t.Skip("the int3 emulation failure is specific to the emulated KVM (kvm_pvm)")
 	}
@@ -193,7 +179,7 @@ func TestLinuxFullBootToAgent(t *testing.T) {
 	if os.Getenv("RSCVM_FULL_BOOT") != "1" {
 		t.Skip("set RSCVM_FULL_BOOT=1 on a host with hardware KVM (guest userspace cannot run on kvm_pvm)")
 	}
-	requireKVM(t)
+	testenv.KVM(t)
 	for _, kernel := range []string{"linux/bzImage", "debian/vmlinuz"} {
 		t.Run(strings.ReplaceAll(kernel, "/", "_"), func(t *testing.T) {
 			cfg := Config{MemBytes: 512 << 20, CPUs: 2, Kernel: readImage(t, kernel),

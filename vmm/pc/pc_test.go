@@ -13,20 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rscvm/rscvm/guestimages/testguest"
+	"github.com/rscvm/rscvm/internal/testenv"
 	"github.com/rscvm/rscvm/vmm"
 	"github.com/rscvm/rscvm/vmm/boot"
 )
-
-// requireKVM skips without /dev/kvm, or fails when RSCVM_REQUIRE_KVM=1 (CI).
-func requireKVM(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but /dev/kvm is unavailable: %v", err)
-		}
-		t.Skipf("needs /dev/kvm: %v", err)
-	}
-}
 
 var (
 	guestOnce sync.Once
@@ -78,7 +68,7 @@ func (s *syncBuffer) Bytes() []byte {
 
 func bootTestGuest(t *testing.T, cpus int, mem uint64, cmdline string) (*testguest.Output, vmm.StopReason, []byte, error) {
 	t.Helper()
-	requireKVM(t)
+	testenv.KVM(t)
 	var console syncBuffer
 	p, err := New(Config{MemBytes: mem, CPUs: cpus, Kernel: testGuest(t), Cmdline: cmdline, Serial: &console})
 	require.NoError(t, err)
@@ -152,7 +142,7 @@ func TestBootTestGuestTrapReported(t *testing.T) {
 }
 
 func TestBootRejectsNonKernel(t *testing.T) {
-	requireKVM(t)
+	testenv.KVM(t)
 	_, err := New(Config{MemBytes: 64 << 20, Kernel: []byte("this is not a kernel at all, just some text bytes")})
 	require.Error(t, err)
 	require.True(t, errors.Is(err, boot.ErrUnknownFormat), "%v", err)
