@@ -28,51 +28,31 @@ import (
 
 	"github.com/rscvm/rscvm/guestimages/agent/protocol"
 	"github.com/rscvm/rscvm/guestimages/initramfs"
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 // skipOrFail skips, or fails when RSCVM_REQUIRE_KVM=1 says everything must run.
 func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-		t.Fatalf("RSCVM_REQUIRE_KVM=1: "+format, args...)
-	}
-	t.Skipf(format, args...)
+	testenv.SkipOrFail(t, format, args...)
 }
 
 // outDir is $RSCVM_OUT or the out/ directory next to go.mod.
 func outDir(t *testing.T) string {
-	if d := os.Getenv("RSCVM_OUT"); d != "" {
-		return d
-	}
-	wd, err := os.Getwd()
+	d, err := testenv.OutDir()
 	require.NoError(t, err)
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "out")
-		}
-		if filepath.Dir(d) == d {
-			return filepath.Join(wd, "out")
-		}
-	}
+	return d
 }
 
 // image returns a file of the out directory, skipping if it is missing.
 func image(t *testing.T, rel string) string {
 	t.Helper()
-	p := filepath.Join(outDir(t), rel)
-	if _, err := os.Stat(p); err != nil {
-		skipOrFail(t, "%s missing (run guestimages/build.sh): %v", p, err)
-	}
-	return p
+	return testenv.Image(t, rel)
 }
 
 func needQEMU(t *testing.T) string {
 	t.Helper()
-	q, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		skipOrFail(t, "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
-	}
-	return q
+	return testenv.QEMU(t)
 }
 
 func qemuTimeout() time.Duration {
