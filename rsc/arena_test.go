@@ -65,6 +65,7 @@ func TestRecvBufferZeroCopy(t *testing.T) {
 				require.Equal(t, len(vec[i]), cap(vec[i]), "pieces are capped")
 			}
 			require.Equal(t, pattern(seq0+mss, 9*mss), joinVec(vec[1:]))
+			require.Zero(t, e.Stats().Copied)
 		})
 	}
 }
@@ -88,6 +89,7 @@ func TestPlainSinkAndCopiedFrames(t *testing.T) {
 	h.in(seqs(seq0+5*mss, 5)...) // copied
 	fl := &h.e.flows[h.e.last]
 	require.Len(t, fl.vec, 5)
+	require.EqualValues(t, 5, h.e.Stats().Copied)
 	require.True(t, h.e.EndBatch(0))
 	out := h.finish()
 	require.Len(t, out, 1)

@@ -381,6 +381,17 @@ func (e *Engine) FlushAll() bool {
 // make room. It returns nil if the sink refused one (back-pressure): the
 // caller stops reading and calls it again after the guest posted buffers.
 func (e *Engine) RecvBuffer() []byte {
+	// Fast paths: nothing pending, start over at the beginning (the hot
+	// part of the arena stays small); or the rest of the current region is
+	// still large enough (flushes only free space, so it is still free).
+	if e.n == 0 {
+		e.rlo, e.rhi = 0, len(e.arena)
+		return e.arena
+	}
+	if lo := (e.rlo + recvAlign - 1) &^ (recvAlign - 1); e.rhi-lo >= BufferSize {
+		e.rlo = lo
+		return e.arena[lo:e.rhi:e.rhi]
+	}
 	for {
 		if lo, hi, ok := e.recvRun(); ok {
 			e.rlo, e.rhi = lo, hi
@@ -887,6 +898,7 @@ func (e *Engine) merge(fl *flow, p *packet, data []byte, own int, owned bool) {
 	} else {
 		off = e.alloc(n)
 		copy(e.arena[off:off+n], data[start:start+n])
+		e.st.copied++
 	}
 	if last := len(fl.vec) - 1; off == fl.end && !owned {
 		s := fl.end - len(fl.vec[last])
@@ -924,6 +936,7 @@ func (e *Engine) start(now time.Duration, p *packet, f *Frame, own int, owned bo
 	} else {
 		fl.first = e.alloc(n)
 		copy(e.arena[fl.first:fl.first+n], f.Data)
+		e.st.copied++
 	}
 	fl.end = fl.first + n
 	fl.vec = append(fl.vec[:0], e.arena[fl.first:fl.end:fl.end])

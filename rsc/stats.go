@@ -37,7 +37,7 @@ type counters struct {
 	noMatchCache, winUpdate                 uint64
 	events, segments, bytes, aborts         uint64
 	evictions, timer, batch, ringFull       uint64
-	discarded                               uint64
+	discarded, copied                       uint64
 	reasons                                 [numReasons]uint64
 }
 
@@ -108,6 +108,9 @@ type Stats struct {
 	Delivered, Passthrough, Singles uint64
 	// Discarded counts pending packets dropped by Reset.
 	Discarded uint64
+	// Copied counts kept segments the engine copied into its arena because
+	// they were not read into its receive region (RecvBuffer).
+	Copied uint64
 	// Pending is the number of pending packets now.
 	Pending int
 }
@@ -159,6 +162,7 @@ func (e *Engine) Stats() Stats {
 		Passthrough:       c.passthrough,
 		Singles:           c.singles,
 		Discarded:         c.discarded,
+		Copied:            c.copied,
 		Pending:           e.n,
 	}
 }

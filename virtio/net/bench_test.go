@@ -181,7 +181,9 @@ func TestHotPathZeroAllocs(t *testing.T) {
 			require.Zero(t, testing.AllocsPerRun(50, step))
 			require.Positive(t, r.w.st.RxPackets)
 			if sc.name == "rsc" {
-				require.Positive(t, r.w.engine.Stats().CoalesceEvents)
+				st := r.w.engine.Stats()
+				require.Positive(t, st.CoalesceEvents)
+				require.Zero(t, st.Copied, "segments stay where the TAP read put them")
 			}
 		})
 	}

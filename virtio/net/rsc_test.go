@@ -130,9 +130,14 @@ func TestRSCSwitchedByOffloadsSet(t *testing.T) {
 	require.Contains(t, string(js), `"rx_drop_gso": 1`)
 }
 
+// longInterval keeps the batch-end flush but stops the timer from
+// splitting a batch: under load (-race, a busy machine) reading a batch can
+// take longer than the default 300 µs rsc_interval.
+const longInterval = "1000000000"
+
 func TestRSCIPv6(t *testing.T) {
 	be := newBackend(t, 1)
-	dev := newDevice(t, be, "guest_rsc_ext", "on")
+	dev := newDevice(t, be, "guest_rsc_ext", "on", "rsc_interval", longInterval)
 	g := linuxGuest(t, dev, nettest.GuestConfig{Features: netkvmFeat}, 128)
 	fs, payload := segments(5, true)
 	be.Q(0).InjectFrames(fs...)
@@ -161,7 +166,7 @@ func TestRSCNotForLinux(t *testing.T) {
 // delivers standard GSO packets.
 func TestRSCGSOMode(t *testing.T) {
 	be := newBackend(t, 1)
-	dev := newDevice(t, be, "x-rsc-gso", "on")
+	dev := newDevice(t, be, "x-rsc-gso", "on", "rsc_interval", longInterval)
 	g := linuxGuest(t, dev, nettest.GuestConfig{}, 128)
 	fs, payload := segments(10, false)
 	be.Q(0).InjectFrames(fs...)
@@ -185,7 +190,7 @@ func TestRSCGSOMode(t *testing.T) {
 // that moment.
 func TestRSCFlushBeforeOffloadsAck(t *testing.T) {
 	be := newBackend(t, 1)
-	dev := newDevice(t, be, "guest_rsc_ext", "on")
+	dev := newDevice(t, be, "guest_rsc_ext", "on", "rsc_interval", longInterval)
 	g := nettest.StartGuest(t, dev, nettest.GuestConfig{Features: netkvmFeat})
 	g.SetupRx(0, 64, 4096)
 	g.PostRx(0, 2) // room for 8 KB: the 14 KB coalesced packet does not fit
@@ -268,4 +273,53 @@ func TestRSCSmallBuffers(t *testing.T) {
 	requirePlain(t, recvN(t, g, 10), fs)
 	s := stats(t, dev, func(s virtionet.QueueStats) bool { return s.RxPackets == 10 })
 	require.Zero(t, s.RxDropTooBig)
+}
+
+// Frames with large trailing bytes fill the engine's receive arena (where
+// segments stay until their packet is copied into the ring) faster than
+// packets grow. With x-rsc-batch-flush off and a long interval the oldest
+// packets are flushed to make room; while the ring is full the device stops
+// reading, and afterwards every byte of every flow arrives, in order.
+func TestRSCArenaPressure(t *testing.T) {
+	be := newBackend(t, 1)
+	dev := newDevice(t, be, "guest_rsc_ext", "on", "rsc_interval", "1000000000", "x-rsc-batch-flush", "off")
+	g := nettest.StartGuest(t, dev, nettest.GuestConfig{Features: netkvmFeat})
+	g.SetupRx(0, 256, 4096)
+	g.PostRx(0, 4) // 16 KB: the first packet flushed for room does not fit
+	const flows, per, pad = 16, 40, 8000
+	var fs []nettest.Frame
+	want := map[uint16][]byte{}
+	for i := 0; i < per; i++ {
+		for f := 0; f < flows; f++ {
+			port := uint16(6000 + f)
+			p := pattern(mss, byte(i*flows+f))
+			want[port] = append(want[port], p...)
+			fr := header.TCPFrame{
+				DstMAC: guestMAC, SrcMAC: hostMAC, Src: hostIP, Dst: guestIP, DontFragment: true,
+				SrcPort: port, DstPort: 40000, Seq: 1000 + uint32(i*mss), Ack: 1, Flags: header.TCPFlagACK,
+				Window: 1000, Payload: p, Padding: pad,
+			}.Build(nil)
+			fs = append(fs, nettest.Frame{Hdr: header.VirtioNetHdr{Flags: header.VirtioNetHdrFDataValid}, Data: fr})
+		}
+	}
+	be.Q(0).InjectFrames(fs...)
+	stats(t, dev, func(s virtionet.QueueStats) bool { return s.RxRingFull > 0 })
+	g.PostRx(0, 252)
+	got := map[uint16][]byte{}
+	for n := 0; n < flows*per*mss; {
+		f, err := g.Recv(0, timeout)
+		require.NoError(t, err)
+		g.PostRx(0, f.Buffers)
+		ip := header.IPv4(f.Data[header.EthernetMinSize:])
+		require.True(t, ip.IsValid())
+		tcp := header.TCP(ip[ip.HeaderLen():ip.TotalLength()])
+		got[tcp.SrcPort()] = append(got[tcp.SrcPort()], tcp.Payload()...)
+		n += len(tcp.Payload())
+	}
+	for port, w := range want {
+		require.Equal(t, w, got[port], "flow %d", port)
+	}
+	s := stats(t, dev, func(s virtionet.QueueStats) bool { return s.RSC != nil && s.RSC.Pending == 0 })
+	require.Positive(t, s.RSC.Evictions, "flushed for room")
+	require.Zero(t, s.RxDropTooBig+s.RxDropReset+s.RxDropShort)
 }

@@ -340,7 +340,7 @@ func (w *worker) rxOneDirect() rxResult {
 			// Not enough buffers for the tail: keep the whole frame in host
 			// memory until the driver posts more.
 			w.frameRead(w.big[BackendHdrSize:BackendHdrSize+dataCap], 0, dataCap)
-			w.held, w.heldLen, w.heldHdr, w.heldRSC = true, L, h, false
+			w.held, w.heldFrame, w.heldHdr, w.heldRSC = true, w.big[BackendHdrSize:BackendHdrSize+L], h, false
 			w.stall()
 			return rxBlocked
 		}
@@ -447,8 +447,11 @@ func (w *worker) commit(h header.VirtioNetHdr, L int) {
 	w.dirty = true
 }
 
-// rxOneRSC reads one frame into the host buffer and passes it to the
-// coalescing engine.
+// rxOneRSC reads one frame into the coalescing engine's receive region
+// (where the engine keeps the segments it coalesces until the packet is
+// copied into the guest's buffers) and passes it to the engine. A frame
+// longer than the region spills into the host buffer and is passed from
+// there (the engine copies what it keeps).
 func (w *worker) rxOneRSC() rxResult {
 	if !w.mrg {
 		// Without mergeable buffers a coalesced packet must fit one chain:
@@ -458,7 +461,19 @@ func (w *worker) rxOneRSC() rxResult {
 		}
 		w.fitEngine()
 	}
-	n, err := w.bq.ReadV(w.bigIov())
+	region := w.engine.RecvBuffer()
+	if region == nil {
+		// The arena is full and the ring has no room for the oldest packet.
+		w.stall()
+		return rxBlocked
+	}
+	region = region[:min(len(region), MaxFrameSize+1)]
+	iov := w.rscIov[:2]
+	iov[0], iov[1] = w.big[:BackendHdrSize], region
+	if len(region) <= MaxFrameSize {
+		iov = append(iov, w.big[BackendHdrSize+len(region):])
+	}
+	n, err := w.bq.ReadV(iov)
 	if err != nil {
 		return w.readErr(err)
 	}
@@ -468,7 +483,13 @@ func (w *worker) rxOneRSC() rxResult {
 		return rxNext
 	}
 	L := n - BackendHdrSize
-	frame := w.big[BackendHdrSize:n]
+	var frame []byte
+	if L <= len(region) {
+		frame = region[:L]
+	} else {
+		copy(w.big[BackendHdrSize:], region)
+		frame = w.big[BackendHdrSize:n]
+	}
 	if !w.accept(L, frame[:min(L, len(w.head))]) {
 		return rxNext
 	}
@@ -485,7 +506,9 @@ func (w *worker) rxOneRSC() rxResult {
 		w.st.RxCsumCompleted++
 	}
 	if !w.engine.Input(w.clock(), rsc.Frame{Hdr: h, Data: frame}) {
-		w.held, w.heldLen, w.heldHdr, w.heldRSC = true, L, h, true
+		// The frame stays where it is (the engine does not reuse its receive
+		// region before the frame is passed again).
+		w.held, w.heldFrame, w.heldHdr, w.heldRSC = true, frame, h, true
 		w.stall()
 		return rxBlocked
 	}
@@ -503,15 +526,9 @@ func (w *worker) fitEngine() {
 	}
 }
 
-// bigIov is the single-element iovec array over the host buffer.
-func (w *worker) bigIov() [][]byte {
-	w.iovs = append(w.iovs[:0], w.big)
-	return w.iovs
-}
-
 // retryHeld tries again to deliver the held frame.
 func (w *worker) retryHeld() bool {
-	frame := w.big[BackendHdrSize : BackendHdrSize+w.heldLen]
+	frame := w.heldFrame
 	var ok bool
 	if w.heldRSC && w.engine != nil {
 		ok = w.engine.Input(w.clock(), rsc.Frame{Hdr: w.heldHdr, Data: frame})
@@ -519,26 +536,45 @@ func (w *worker) retryHeld() bool {
 		ok = w.deliverCopy(w.heldHdr, frame)
 	}
 	if ok {
-		w.held = false
+		w.held, w.heldFrame = false, nil
 	}
 	return ok
 }
 
-// deliverRSC is the rsc engine's sink.
-func (w *worker) deliverRSC(h header.VirtioNetHdr, frame []byte) bool {
-	return w.deliverCopy(h, frame)
+// rscSink is the rsc engine's sink: it copies packets, whole or as scatter
+// lists, into the ring.
+type rscSink struct{ w *worker }
+
+func (s rscSink) Deliver(h header.VirtioNetHdr, frame []byte) bool {
+	return s.w.deliverCopy(h, frame)
+}
+
+func (s rscSink) DeliverVec(h header.VirtioNetHdr, frame [][]byte) bool {
+	return s.w.deliverVec(h, frame)
 }
 
 // deliverCopy copies a frame from host memory into the ring. It returns
 // false when the ring lacks buffers (the caller keeps the frame); a frame
 // that can never fit a non-mergeable chain is dropped (true).
 func (w *worker) deliverCopy(h header.VirtioNetHdr, frame []byte) bool {
+	w.one[0] = frame
+	ok := w.deliverVec(h, w.one[:])
+	w.one[0] = nil
+	return ok
+}
+
+// deliverVec copies a frame given as the concatenation of pieces from host
+// memory into the ring, with deliverCopy's contract.
+func (w *worker) deliverVec(h header.VirtioNetHdr, pieces [][]byte) bool {
 	if !w.rxOn {
 		w.st.RxDropReset++
 		w.dirty = true
 		return true
 	}
-	L := len(frame)
+	L := 0
+	for _, p := range pieces {
+		L += len(p)
+	}
 	total := w.hdrLen + L
 	if !w.mrg {
 		if !w.prefetch(0) || !w.rxOn {
@@ -554,7 +590,7 @@ func (w *worker) deliverCopy(h header.VirtioNetHdr, frame []byte) bool {
 			w.dirty = true
 			return true
 		}
-		_ = c.Writer().WriteAt(frame, w.hdrLen)
+		w.copyToChains(pieces)
 		w.commit(h, L)
 		return true
 	}
@@ -570,17 +606,37 @@ func (w *worker) deliverCopy(h header.VirtioNetHdr, frame []byte) bool {
 		}
 		return false
 	}
-	pos := 0
-	for j := 0; pos < L; j++ {
-		c := w.pre.at(j)
-		off, room := 0, int(c.WritableLen())
-		if j == 0 {
-			off, room = w.hdrLen, room-w.hdrLen
-		}
-		k := min(L-pos, room)
-		_ = c.Writer().WriteAt(frame[pos:pos+k], off)
-		pos += k
-	}
+	w.copyToChains(pieces)
 	w.commit(h, L)
 	return true
+}
+
+// copyToChains copies the concatenation of pieces into the writable memory
+// of the chains in the FIFO, from byte hdrLen of the first chain on (the
+// caller checked that they hold it; what does not fit is not written).
+func (w *worker) copyToChains(pieces [][]byte) {
+	ci := 0
+	bufs := w.pre.at(0).Writable()
+	var d []byte // the current guest buffer
+	off := w.hdrLen
+	for _, p := range pieces {
+		for {
+			for off >= len(d) {
+				for len(bufs) == 0 {
+					if ci++; ci >= w.pre.n {
+						return
+					}
+					bufs = w.pre.at(ci).Writable()
+				}
+				off -= len(d)
+				d, bufs = bufs[0], bufs[1:]
+			}
+			k := copy(d[off:], p)
+			off += k
+			if k == len(p) {
+				break
+			}
+			p = p[k:]
+		}
+	}
 }

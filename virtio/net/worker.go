@@ -129,8 +129,10 @@ type worker struct {
 	head      [64]byte
 	big       []byte // host frame buffer: BackendHdrSize + MaxFrameSize + 1
 	iovs      [][]byte
-	held      bool // a validated frame waits in big for ring space
-	heldLen   int  // its Ethernet length
+	one       [1][]byte // deliverCopy's scatter list
+	rscIov    [3][]byte // rxOneRSC's iovecs: header, receive region, overflow
+	held      bool      // a validated frame waits for ring space
+	heldFrame []byte    // it (Ethernet), in big or the rsc engine's receive region
 	heldHdr   header.VirtioNetHdr
 	heldRSC   bool // it must go through the engine
 	pendReq   []*request
@@ -331,7 +333,7 @@ func (w *worker) loop() {
 // discard drops what the worker holds when it stops (device reset).
 func (w *worker) discard() {
 	if w.held {
-		w.held = false
+		w.held, w.heldFrame = false, nil
 		w.st.RxDropReset++
 	}
 	if w.engine != nil {
@@ -402,7 +404,7 @@ func (w *worker) tryConfig() {
 func (w *worker) flushHeld() bool {
 	if !w.rxOn {
 		if w.held {
-			w.held = false
+			w.held, w.heldFrame = false, nil
 			w.st.RxDropReset++
 			w.dirty = true
 		}
@@ -433,7 +435,7 @@ func (w *worker) applyConfig(c rxConfig) {
 	}
 	ec := w.engineConfig()
 	if w.engine == nil {
-		w.engine = rsc.New(ec, rsc.SinkFunc(w.deliverRSC))
+		w.engine = rsc.New(ec, rscSink{w})
 		w.rscUsed = true
 		return
 	}
