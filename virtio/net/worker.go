@@ -320,6 +320,11 @@ func (w *worker) loop() {
 					if !w.engine.Tick(w.clock()) {
 						w.stall()
 					}
+					// Publish what the flush delivered now: once stalled,
+					// rxPass (whose finishRx would) does not run until a
+					// kick, and a polling driver that sees no used entry
+					// never posts a buffer.
+					w.finishRx()
 				}
 			case tokBackend:
 				if r.Events&tap.Writable != 0 {
