@@ -89,4 +89,7 @@ func TestCompatFlags(t *testing.T) {
 	require.NoError(t, run(context.Background(), []string{"compat", "qemu", "--list", "--run", "^rsc-"}, &out, &errb))
 	require.Contains(t, out.String(), "rsc-inorder")
 	require.NotContains(t, out.String(), "defaults")
+	// The scenario coverage follows: every part (a) scenario, driven or not.
+	require.Contains(t, out.String(), "(a)50  not host-drivable")
+	require.Contains(t, out.String(), "(a)48  rsc-reset-pending")
 }

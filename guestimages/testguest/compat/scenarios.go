@@ -36,6 +36,7 @@ const (
 	ackThenDataReason = "QEMU (b)7: the pure ACK starts the SCU and is counted as one of its segments"
 	ackDecReason      = "QEMU (b)12: no ACK direction check: the segment with the decreasing ACK is merged"
 	size65535Reason   = "QEMU (b)16: IPv4 SCU capped at 65515 (the segment reaching 65535 ends it); (b)11: that segment does not start the next SCU"
+	v6SizeReason      = "rscvm: an IPv6 SCU is bounded at 65535 bytes of datagram, header included (MS exception 7; rsc.MaxIPDatagram, rsc/conformance S30), QEMU at payload length 65535 ((a)30 allows both): rscvm ends it one segment earlier; QEMU (b)11: the segment that did not fit does not start the next SCU"
 	trailingReason    = "QEMU (b)3/(b)7: no trim to IP length: the pure ACK is merged and its 1460 trailing bytes enter the stream"
 	trailingCrash     = "QEMU (b)3: no trim to IP length, appends unbounded: the SCU overflows its 65601-byte buffer (heap overflow) and QEMU dies"
 	malformedReason   = "QEMU (b)10: the malformed frame of the flow bypasses RSC without flushing the flow's pending packet (reordered)"
@@ -207,8 +208,9 @@ func scenarioCases() []Case {
 	add(bigCase(withKnown(rscCase("rsc-size-65535", "(a)29 v4 at 65535: 44 x 1460 + 1255 (IP total 65535), then 2 x 1460",
 		sized(1000, append(append(repeat(44, 1460), 1255), 1460, 1460)...)...),
 		knownRecords(size65535Reason, "rx n=0", "rsc n=0", "rx n=1", "rsc n=1", "rx n=2", "rsc n=2", "rxend")...)))
-	add(bigCase(rscCase("rsc6-size-65535", "(a)30 v6 at 65535: 45 x 1440 + 715 (payload length 65535), then 2 x 1440",
-		v6(sized(1000, append(append(repeat(45, 1440), 715), 1440, 1440)...))...)))
+	add(bigCase(withKnown(rscCase("rsc6-size-65535", "(a)30 v6 at 65535: 45 x 1440 + 715 (payload length 65535), then 2 x 1440",
+		v6(sized(1000, append(append(repeat(45, 1440), 715), 1440, 1440)...))...),
+		knownRecords(v6SizeReason, "rx n=0", "rsc n=0", "rx n=1", "rsc n=1", "rx n=2", "rxend")...)))
 	// (a)31, (a)32: wrap-around.
 	add(rscCase("rsc-seq-wrap", "(a)31 sequence wrap: 5 x 1448 from 0xFFFFF000", burst(0xFFFFF000, 5, 1448)...))
 	add(rscCase("rsc-ack-wrap", "(a)32 ack wrap: acks 0xFFFFFF00 +100 each across 2^32",
@@ -410,17 +412,21 @@ func guestActionCases() []Case {
 	cs = append(cs, late("rsc-disable-pending", "(a)46 D x3 pending, OFFLOADS_SET clears TSO4, then D4 D5",
 		lateBase+" ctrl2=offloads:0x2000000000000102", burst(1000, 3, 1000), "ctrl n=1 ", burst(4000, 2, 1000)))
 	cs[len(cs)-1].Known = knownRecords(disablePending, "rx n=0", "rx n=1", "rx n=2", "rsc n=0", "rsc n=2", "stream")
-	// (a)47: XDP-like sequence.
-	cs = append(cs, late("rsc-xdp", "(a)47 offloads GUEST_CSUM only: D x3; restore CSUM|TSO4|TSO6|61: D x3",
+	// (a)47: XDP-like sequence: with GUEST_CSUM only, a host GSO frame must
+	// reach the guest segmented (the TAP does it after TUNSETOFFLOAD).
+	c := late("rsc-xdp", "(a)47 offloads GUEST_CSUM only: D x3 + host GSO 5 x 1448; restore CSUM|TSO4|TSO6|61: D x3",
 		base+" rsc=1 ctrl=offloads:0x2 pause=800 ctrl2=offloads:0x2000000000000182", burst(1000, 3, 1000),
-		"ctrl n=1 ", burst(4000, 3, 1000)))
+		"ctrl n=1 ", burst(4000+5*1448, 3, 1000))
+	xg, xh := gsoFrame(4000, 5, 1448, false)
+	c.Steps = append([]Step{{Frames: [][]byte{xg}, Vnet: []*header.VirtioNetHdr{xh}}}, c.Steps...)
+	cs = append(cs, c)
 	// (a)48: reset with pending packets, re-initialisation, then D4.
 	cs = append(cs, late("rsc-reset-pending", "(a)48 D x3 pending, device reset and re-init, then D4 (contiguous)",
 		lateBase+" reinit=1", burst(1000, 3, 1000), "reinit ", burst(4000, 1, 1000)))
 	cs[len(cs)-1].Known = knownRecords(resetReason, "rx n=0", "rsc n=0", "stream")
 	// (a)49: two receive buffers, three flows' packets flushed while the
 	// guest does not take any.
-	c := rscCase("rsc-ring-full", "(a)49 2 rx buffers, guest idle 800 ms: flows A B C (D x3 each) flushed by the timer",
+	c = rscCase("rsc-ring-full", "(a)49 2 rx buffers, guest idle 800 ms: flows A B C (D x3 each) flushed by the timer",
 		append(append(burst(1000, 3, 1000), withPort(burst(1000, 3, 1000), 5002)...), withPort(burst(1000, 3, 1000), 5003)...)...)
 	c.Cmdline = rscBase + " rxbufs=2 pause=800"
 	c.Timing = "QEMU's 200 ms timer must fire during the guest's 800 ms pause"
