@@ -233,7 +233,9 @@ func TestReconnect(t *testing.T) {
 // TestRSCGSOThroughVhostUser: with x-rsc-gso=on a guest that negotiated
 // GUEST_TSO4 gets MSS segments coalesced into one GSO packet.
 func TestRSCGSOThroughVhostUser(t *testing.T) {
-	r := newRig(t, map[string]string{"x-rsc-gso": "on"})
+	// A long rsc_interval: the batch flush, not the timer, ends each packet (the
+	// 300 us default can expire mid-batch under -race).
+	r := newRig(t, map[string]string{"x-rsc-gso": "on", "rsc_interval": "1000000000"})
 	q := r.be.Q(0)
 	segs := conformance.Seqs(conformance.Seq0, 10)
 	fs := make([]nettest.Frame, len(segs))
