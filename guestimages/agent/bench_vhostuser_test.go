@@ -16,7 +16,8 @@ package main
 //	                  device started (the VMM sets the TAP's offloads then):
 //	                  MSS-sized segments enter the TAP
 //
-// Each configuration boots one guest whose agent runs, per input, a warm-up
+// Every configuration boots its own guest, all at once; their transfers
+// interleave (see runBenchMatrix). Each agent runs, per input, a warm-up
 // sink (SHA-256 checked against what the host sent) and RSCVM_BENCH_RUNS
 // drain actions (read and count only: under TCG the guest's SHA-256 runs at
 // about 0.2 Gbit/s and would be all that is measured). Measured per
@@ -25,7 +26,9 @@ package main
 // (/proc/PID/stat) from before the host connects until the guest closed the
 // stream. The result is a markdown table (RSCVM_BENCH_MD, and the log) and a
 // bar chart (RSCVM_BENCH_PNG); `make bench` runs it with -benchtime=1x.
-// Nothing here asserts on timing: numbers are reported, not judged.
+// RSCVM_BENCH_MIB and RSCVM_BENCH_CONFIGS (e.g. qemu-tap,rscvm-gso-on)
+// make a quick check smaller. Nothing here asserts on timing: numbers are
+// reported, not judged.
 //
 // The helpers of qemu_test.go and vhostuser_test.go take *testing.T; a
 // benchmark has a *testing.B, so the few that start processes have
@@ -67,15 +70,18 @@ import (
 
 // Environment of the benchmark.
 const (
-	envBenchRuns = "RSCVM_BENCH_RUNS" // measured transfers per cell (default 5)
+	envBenchRuns = "RSCVM_BENCH_RUNS" // measured transfers per cell (default 7)
 	envBenchMiB  = "RSCVM_BENCH_MIB"  // MiB per measured transfer (default 128)
 	envBenchPNG  = "RSCVM_BENCH_PNG"  // chart output path (none if unset)
 	envBenchMD   = "RSCVM_BENCH_MD"   // markdown output path (none if unset)
 	envBenchRev  = "RSCVM_BENCH_REV"  // the revision measured (default: git describe --always --dirty)
+	// envBenchConfigs selects configurations by name, comma-separated
+	// (default all).
+	envBenchConfigs = "RSCVM_BENCH_CONFIGS"
 )
 
-// benchConfigTimeout bounds one configuration: boot, transfers, power-off.
-const benchConfigTimeout = 10 * time.Minute
+// benchMatrixTimeout bounds one matrix: boots, transfers, power-offs.
+const benchMatrixTimeout = 20 * time.Minute
 
 // userHZ is the unit of utime and stime in /proc/PID/stat (USER_HZ, 100 on
 // every Linux architecture rscvm runs on).
@@ -83,7 +89,7 @@ const userHZ = 100
 
 // benchConfig is one datapath.
 type benchConfig struct {
-	Name  string // sub-benchmark name
+	Name  string // short name (metrics, RSCVM_BENCH_CONFIGS)
 	Label string // table and chart label
 	// VhostUser: rscvm vhost-user-net serves the device; Props are its
 	// -device virtio-net properties. Otherwise QEMU's virtio-net on a TAP;
@@ -97,6 +103,25 @@ var benchConfigs = []benchConfig{
 	{Name: "qemu-tap-rsc-ext", Label: "QEMU virtio-net, TAP, guest_rsc_ext=on", Props: "guest_rsc_ext=on"},
 	{Name: "rscvm-gso-off", Label: "rscvm vhost-user-net, x-rsc-gso=off", VhostUser: true, Props: "x-rsc-gso=off"},
 	{Name: "rscvm-gso-on", Label: "rscvm vhost-user-net, x-rsc-gso=on", VhostUser: true, Props: "x-rsc-gso=on"},
+}
+
+// selectBenchConfigs returns the configurations named in list
+// (comma-separated), all for "".
+func selectBenchConfigs(list string) ([]benchConfig, error) {
+	if list == "" {
+		return benchConfigs, nil
+	}
+	var out []benchConfig
+	for _, name := range strings.Split(list, ",") {
+		i := slices.IndexFunc(benchConfigs, func(c benchConfig) bool { return c.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("%s: no configuration %q", envBenchConfigs, name)
+		}
+		if !slices.ContainsFunc(out, func(c benchConfig) bool { return c.Name == name }) {
+			out = append(out, benchConfigs[i])
+		}
+	}
+	return out, nil
 }
 
 // benchInput is what the host kernel hands the TAP.
@@ -196,7 +221,7 @@ type benchParams struct {
 }
 
 func benchParamsFromEnv() (benchParams, error) {
-	p := benchParams{Runs: 5, Warmup: 1, Bytes: 128 << 20, PNG: os.Getenv(envBenchPNG), MD: os.Getenv(envBenchMD)}
+	p := benchParams{Runs: 7, Warmup: 1, Bytes: 128 << 20, PNG: os.Getenv(envBenchPNG), MD: os.Getenv(envBenchMD)}
 	if s := os.Getenv(envBenchRuns); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 50 {
@@ -271,33 +296,31 @@ func BenchmarkVhostUserMatrix(b *testing.B) {
 	}
 	env := benchEnv{qemu: qemu, kernel: kernel, initrd: initrd, rscvm: rscvm, params: params}
 
-	var cells []benchCell
-	for _, c := range benchConfigs {
-		b.Run(c.Name, func(b *testing.B) {
-			runs := map[string][]benchRun{}
-			features := ""
-			for i := 0; i < b.N; i++ {
-				r, err := runBenchConfig(b, env, c)
-				if err != nil {
-					b.Fatalf("%s: %v", c.Name, err)
-				}
-				for k, v := range r.Runs {
-					runs[k] = append(runs[k], v...)
-				}
-				features = r.Features
-			}
-			for _, in := range benchInputs {
-				cell := benchCell{Config: c, Input: in, Runs: runs[in.Name], Features: features}
-				st := cell.stats()
-				b.ReportMetric(st.Gbps.Median, in.Name+"-Gbit/s")
-				b.ReportMetric(st.Packets.Median, in.Name+"-rxpkts/xfer")
-				b.ReportMetric(st.TotalCPU.Median, in.Name+"-CPUs/GB")
-				cells = append(cells, cell)
-			}
-		})
+	configs, err := selectBenchConfigs(os.Getenv(envBenchConfigs))
+	if err != nil {
+		b.Fatal(err)
 	}
-	if len(cells) == 0 {
-		return
+	runs := map[string][]benchRun{}
+	features := map[string]string{}
+	for i := 0; i < b.N; i++ {
+		res, err := runBenchMatrix(b, env, configs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for k, v := range res.Runs {
+			runs[k] = append(runs[k], v...)
+		}
+		for k, v := range res.Features {
+			features[k] = v
+		}
+	}
+	var cells []benchCell
+	for _, c := range configs {
+		for _, in := range benchInputs {
+			cell := benchCell{Config: c, Input: in, Runs: runs[c.Name+"/"+in.Name], Features: features[c.Name]}
+			b.ReportMetric(cell.stats().Gbps.Median, c.Name+"/"+in.Name+"-Gbit/s")
+			cells = append(cells, cell)
+		}
 	}
 	rep := benchReport{
 		Date:        time.Now().UTC(),
@@ -312,13 +335,17 @@ func BenchmarkVhostUserMatrix(b *testing.B) {
 	if params.PNG != "" {
 		rep.Image = "docs/" + filepath.Base(params.PNG)
 	}
+	for _, in := range benchInputs {
+		a, okA := rep.cell("rscvm-gso-on", in.Name)
+		q, okQ := rep.cell("qemu-tap", in.Name)
+		if okA && okQ {
+			sa, sq := a.stats(), q.stats()
+			b.ReportMetric(sa.Gbps.Median/sq.Gbps.Median, in.Name+"-Gbit/s-rscvm/qemu")
+			b.ReportMetric(sa.TotalCPU.Median/sq.TotalCPU.Median, in.Name+"-CPU/GB-rscvm/qemu")
+		}
+	}
 	md := rep.markdown()
 	b.Logf("\n%s", md)
-	if b.Failed() {
-		// A partial matrix does not replace the last complete one.
-		b.Logf("a configuration failed: %s and %s not written", params.MD, params.PNG)
-		return
-	}
 	if params.MD != "" {
 		err := os.MkdirAll(filepath.Dir(params.MD), 0o755)
 		if err == nil {
@@ -453,56 +480,148 @@ func benchInitramfs(dir, modDir string) (string, error) {
 	return p, nil
 }
 
-// benchResult is what one configuration's guest measured.
+// benchResult is what a matrix measured.
 type benchResult struct {
-	Runs map[string][]benchRun // by input name
-	// Features is the negotiated feature word the guest reported.
-	Features string
+	// Runs are keyed "configuration/input".
+	Runs map[string][]benchRun
+	// Features is the negotiated feature word per configuration.
+	Features map[string]string
 }
 
-// runBenchConfig boots one guest on configuration c and runs the warm-up
-// and measured transfers of every input.
-func runBenchConfig(b *testing.B, env benchEnv, c benchConfig) (benchResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), benchConfigTimeout)
+// runBenchMatrix boots one guest per configuration, all at once, and runs
+// the warm-up and measured transfers of every input, interleaved: round r
+// of an input starts at configuration r mod n and visits each once, so
+// that whatever else loads the host spreads over all configurations
+// instead of landing on whichever ran at that minute. The guests that do
+// not transfer wait in accept (idle; their CPU is not counted).
+func runBenchMatrix(b *testing.B, env benchEnv, configs []benchConfig) (benchResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), benchMatrixTimeout)
 	defer cancel()
-	ns, err := testguest.NewNetns(vuTap, false)
-	if err != nil {
-		return benchResult{}, err
+	p := env.params
+	per := p.Warmup + p.Runs
+	var sessions []*benchSession
+	defer func() {
+		for _, s := range sessions {
+			s.close()
+		}
+	}()
+	for _, c := range configs {
+		s, err := startBenchSession(ctx, env, c)
+		if err != nil {
+			return benchResult{}, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		sessions = append(sessions, s)
 	}
-	defer func() { _ = ns.Delete() }()
-	if out, err := exec.Command("ip", "-n", ns.Name, "addr", "add", "10.0.2.1/24", "dev", vuTap).CombinedOutput(); err != nil {
-		return benchResult{}, fmt.Errorf("ip addr add: %w: %s", err, out)
+	for ii, in := range benchInputs {
+		for i := 0; i < per; i++ {
+			idx := ii*per + i
+			for k := range sessions {
+				s := sessions[(k+i)%len(sessions)]
+				if err := s.transfer(ctx, idx, in, i == 0); err != nil {
+					return benchResult{}, s.failed(b, fmt.Errorf("%s input, transfer %d: %w", in.Name, i, err))
+				}
+			}
+		}
 	}
-	vu := &vuBackend{ns: ns}
+	res := benchResult{Runs: map[string][]benchRun{}, Features: map[string]string{}}
+	for _, s := range sessions {
+		runs, features, err := s.finish(ctx)
+		if err != nil {
+			return benchResult{}, s.failed(b, err)
+		}
+		res.Features[s.c.Name] = features
+		for _, in := range benchInputs {
+			key := s.c.Name + "/" + in.Name
+			res.Runs[key] = runs[in.Name]
+			st := benchCell{Runs: runs[in.Name]}.stats()
+			b.Logf("%s: %.3f Gbit/s, %.0f rx packets, CPU s/GB QEMU %.2f rscvm %.2f (medians of %d)",
+				key, st.Gbps.Median, st.Packets.Median, st.QEMUCPU.Median, st.RscvmCPU.Median, st.Gbps.N)
+		}
+	}
+	return res, nil
+}
+
+// benchSession is one configuration's namespace, TAP, backend and guest.
+type benchSession struct {
+	c          benchConfig
+	p          benchParams
+	per, total int
+	ns         *testguest.Netns
+	vu         *vuBackend
+	tap        *os.File
+	dir        string
+	g          *guest
+	rscvmPid   int
+	// hostCtx ends when QEMU exits: the host's connects and sends give up
+	// instead of retrying SYNs to a guest that is gone.
+	hostCtx    context.Context
+	hostCancel context.CancelFunc
+	sents      []benchSent
+}
+
+// benchSent is the host's side of one transfer.
+type benchSent struct {
+	sha                   string
+	qemuTicks, rscvmTicks int64
+}
+
+// kind is the agent action of transfer i: warm-ups are sinks (hashed,
+// checked), measured transfers drain (under TCG the guest's SHA-256 would
+// otherwise be what is measured).
+func (s *benchSession) kind(i int) protocol.Kind {
+	if i%s.per < s.p.Warmup {
+		return protocol.KindSink
+	}
+	return protocol.KindDrain
+}
+
+func (s *benchSession) size(i int) int64 {
+	if s.kind(i) == protocol.KindSink {
+		return s.p.WarmupBytes
+	}
+	return s.p.Bytes
+}
+
+// startBenchSession sets up configuration c and boots its guest.
+func startBenchSession(ctx context.Context, env benchEnv, c benchConfig) (_ *benchSession, err error) {
+	p := env.params
+	s := &benchSession{c: c, p: p, per: p.Warmup + p.Runs}
+	s.total = s.per * len(benchInputs)
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.ns, err = testguest.NewNetns(vuTap, false); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command("ip", "-n", s.ns.Name, "addr", "add", "10.0.2.1/24", "dev", vuTap).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip addr add: %w: %s", err, out)
+	}
+	s.vu = &vuBackend{ns: s.ns}
 	var extra []string
 	var files []*os.File
-	rscvmPid := 0
 	if c.VhostUser {
-		dir, err := os.MkdirTemp("", "rscvm-bench-")
-		if err != nil {
-			return benchResult{}, err
+		if s.dir, err = os.MkdirTemp("", "rscvm-bench-"); err != nil {
+			return nil, err
 		}
-		defer os.RemoveAll(dir)
-		if err := startBenchBackend(vu, env.rscvm, dir, c.Props); err != nil {
-			return benchResult{}, err
+		if err := startBenchBackend(s.vu, env.rscvm, s.dir, c.Props); err != nil {
+			return nil, err
 		}
-		defer vu.stopBench()
-		rscvmPid = vu.cmd.Process.Pid
+		s.rscvmPid = s.vu.cmd.Process.Pid
 		// `ip netns exec` execs rscvm: the PID must be rscvm's own.
-		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", rscvmPid)); err != nil || strings.TrimSpace(string(comm)) != "rscvm" {
-			return benchResult{}, fmt.Errorf("PID %d is %q, not rscvm (%v)", rscvmPid, comm, err)
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", s.rscvmPid)); err != nil || strings.TrimSpace(string(comm)) != "rscvm" {
+			return nil, fmt.Errorf("PID %d is %q, not rscvm (%v)", s.rscvmPid, comm, err)
 		}
-		extra = vu.qemuArgs()
+		extra = s.vu.qemuArgs()
 	} else {
-		var tap *os.File
-		if err := ns.Do(func() error {
+		if err := s.ns.Do(func() error {
 			var err error
-			tap, err = openTap(vuTap)
+			s.tap, err = openTap(vuTap)
 			return err
 		}); err != nil {
-			return benchResult{}, fmt.Errorf("open TAP: %w", err)
+			return nil, fmt.Errorf("open TAP: %w", err)
 		}
-		defer tap.Close()
 		// The same guest as vuBackend.qemuArgs gives the vhost-user
 		// configurations: memfd RAM, INTx (vectors=0).
 		dev := "virtio-net-pci,netdev=n0,vectors=0"
@@ -513,165 +632,202 @@ func runBenchConfig(b *testing.B, env benchEnv, c benchConfig) (benchResult, err
 			"-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-machine", "pc,memory-backend=mem",
 			"-netdev", "tap,id=n0,fd=3,vhost=off", "-device", dev,
 		}
-		files = []*os.File{tap}
+		files = []*os.File{s.tap}
 	}
 
-	p := env.params
-	per := p.Warmup + p.Runs
-	total := per * len(benchInputs)
 	acts := []protocol.Action{{Kind: protocol.KindReady}, {Kind: protocol.KindFeatures}, {Kind: protocol.KindRX}}
-	// Warm-ups are sinks (hashed, checked); measured transfers drain (the
-	// guest's SHA-256 under TCG would otherwise be what is measured).
-	kind := func(i int) protocol.Kind {
-		if i%per < p.Warmup {
-			return protocol.KindSink
+	for i := 0; i < s.total; i++ {
+		acts = append(acts, protocol.Action{Kind: s.kind(i), Port: uint16(5001 + i)}, protocol.Action{Kind: protocol.KindRX})
+	}
+	// A last, empty drain holds the guest until the TAP's offloads were
+	// checked after the last transfer: once the agent is done the guest
+	// powers off, and a VMM resetting or restarting its device sets the
+	// TAP's offloads again.
+	acts = append(acts, protocol.Action{Kind: protocol.KindDrain, Port: uint16(5001 + s.total)})
+	cfg := protocol.Config{Actions: acts, Addr: mustPrefix("10.0.2.15/24"), Timeout: benchMatrixTimeout}
+	if s.g, err = benchStartGuest(ctx, env, debianCmdline(cfg.CommandLine()), extra, files); err != nil {
+		return nil, err
+	}
+	s.hostCtx, s.hostCancel = context.WithCancel(ctx)
+	go func(g *guest, hostCtx context.Context, cancel context.CancelFunc) {
+		select {
+		case <-g.done:
+			cancel()
+		case <-hostCtx.Done():
 		}
-		return protocol.KindDrain
-	}
-	size := func(i int) int64 {
-		if kind(i) == protocol.KindSink {
-			return p.WarmupBytes
-		}
-		return p.Bytes
-	}
-	for i := 0; i < total; i++ {
-		acts = append(acts, protocol.Action{Kind: kind(i), Port: uint16(5001 + i)}, protocol.Action{Kind: protocol.KindRX})
-	}
-	cfg := protocol.Config{Actions: acts, Addr: mustPrefix("10.0.2.15/24"), Timeout: benchConfigTimeout}
-	g, err := benchStartGuest(ctx, env, debianCmdline(cfg.CommandLine()), extra, files)
-	if err != nil {
-		return benchResult{}, err
-	}
-	defer g.benchKill()
-	fail := func(err error) (benchResult, error) {
-		b.Logf("%s console:\n%s", c.Name, g.output())
-		return benchResult{}, err
-	}
+	}(s.g, s.hostCtx, s.hostCancel)
+	return s, nil
+}
 
-	type sent struct {
-		sha        string
-		qemu, rsvm int64
+// transfer runs transfer idx (input in; first: the input's first): waits
+// for the guest's listener, checks the TAP's offloads, sends and measures.
+func (s *benchSession) transfer(ctx context.Context, idx int, in benchInput, first bool) error {
+	port := strconv.Itoa(5001 + idx)
+	if _, err := s.g.waitLine(ctx, string(s.kind(idx)), "listening", "port="+port); err != nil {
+		return err
 	}
-	sents := make([]sent, 0, total)
-	for ii, in := range benchInputs {
-		for i := 0; i < per; i++ {
-			idx := ii*per + i
-			port := strconv.Itoa(5001 + idx)
-			if _, err := g.waitLine(ctx, string(kind(idx)), "listening", "port="+port); err != nil {
-				return fail(fmt.Errorf("%s input, transfer %d: %w", in.Name, i, err))
-			}
-			if i == 0 {
-				if err := prepareTapInput(ns, in); err != nil {
-					return fail(err)
-				}
-			}
-			q0, err := procCPUTicks(g.cmd.Process.Pid)
-			if err != nil {
-				return fail(err)
-			}
-			r0, err := procCPUTicksOpt(rscvmPid)
-			if err != nil {
-				return fail(err)
-			}
-			conn, err := vu.dial(ctx, net.JoinHostPort("10.0.2.15", port))
-			if err != nil {
-				return fail(fmt.Errorf("connect to the guest's sink: %w", err))
-			}
-			// sendPayload returns once the guest has read to EOF and
-			// closed: the end of the transfer.
-			res, err := sendPayload(ctx, conn, size(idx))
-			if err != nil {
-				return fail(fmt.Errorf("%s input, transfer %d: %w", in.Name, i, err))
-			}
-			q1, err := procCPUTicks(g.cmd.Process.Pid)
-			if err != nil {
-				return fail(err)
-			}
-			r1, err := procCPUTicksOpt(rscvmPid)
-			if err != nil {
-				return fail(err)
-			}
-			sents = append(sents, sent{sha: res.SHA256, qemu: q1 - q0, rsvm: r1 - r0})
-		}
+	// Before every transfer: the input is what the cell says.
+	if err := prepareTapInput(s.ns, in, first); err != nil {
+		return err
 	}
-	// Nothing may have switched the TAP's offloads back on (a VMM does
-	// when the guest changes its offloads).
-	if tso, gso, err := tapOffloads(ns); err != nil || tso || gso {
-		return fail(fmt.Errorf("TAP offloads after the MSS input: tso=%v gso=%v (%v)", tso, gso, err))
+	q0, err := procCPUTicks(s.g.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	r0, err := procCPUTicksOpt(s.rscvmPid)
+	if err != nil {
+		return err
+	}
+	conn, err := s.vu.dial(s.hostCtx, net.JoinHostPort("10.0.2.15", port))
+	if err != nil {
+		return fmt.Errorf("connect to the guest: %w", err)
+	}
+	// sendPayload returns once the guest has read to EOF and closed: the
+	// end of the transfer.
+	res, err := sendPayload(s.hostCtx, conn, s.size(idx))
+	if err != nil {
+		return err
+	}
+	q1, err := procCPUTicks(s.g.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	r1, err := procCPUTicksOpt(s.rscvmPid)
+	if err != nil {
+		return err
+	}
+	s.sents = append(s.sents, benchSent{sha: res.SHA256, qemuTicks: q1 - q0, rscvmTicks: r1 - r0})
+	return nil
+}
+
+// finish checks the TAP after the last transfer, lets the guest power off
+// and turns its console into runs per input and the negotiated features.
+func (s *benchSession) finish(ctx context.Context) (map[string][]benchRun, string, error) {
+	endPort := strconv.Itoa(5001 + s.total)
+	if _, err := s.g.waitLine(ctx, protocol.LineDrain, "listening", "port="+endPort); err != nil {
+		return nil, "", err
+	}
+	// Nothing switched the TAP's offloads back on during the last transfer
+	// (a VMM does when the guest changes its offloads).
+	if err := prepareTapInput(s.ns, benchInputs[len(benchInputs)-1], false); err != nil {
+		return nil, "", fmt.Errorf("after the last transfer: %w", err)
+	}
+	conn, err := s.vu.dial(s.hostCtx, net.JoinHostPort("10.0.2.15", endPort))
+	if err != nil {
+		return nil, "", fmt.Errorf("connect to the guest's last drain: %w", err)
+	}
+	if _, err := sendPayload(s.hostCtx, conn, 0); err != nil {
+		return nil, "", fmt.Errorf("last drain: %w", err)
 	}
 	select {
-	case <-g.done:
+	case <-s.g.done:
 	case <-ctx.Done():
-		return fail(fmt.Errorf("QEMU did not power off: %w", ctx.Err()))
+		return nil, "", fmt.Errorf("QEMU did not power off: %w", ctx.Err())
 	}
-	if g.waitErr != nil {
-		return fail(fmt.Errorf("QEMU: %w", g.waitErr))
+	if s.g.waitErr != nil {
+		return nil, "", fmt.Errorf("QEMU: %w", s.g.waitErr)
 	}
 
 	var sinks []protocol.SinkResult
 	var rx []int64
-	res := benchResult{Runs: map[string][]benchRun{}}
+	features := ""
 	doneOK := false
-	for _, l := range protocol.ParseOutput([]byte(g.output())) {
+	for _, l := range protocol.ParseOutput([]byte(s.g.output())) {
 		switch l.Kind {
 		case protocol.LineError:
-			return fail(fmt.Errorf("agent: %s", l.Text))
+			return nil, "", fmt.Errorf("agent: %s", l.Text)
 		case protocol.LineFeatures:
 			if len(l.Args) == 2 {
-				res.Features = l.Args[1]
+				features = l.Args[1]
 			}
 		case protocol.LineSink, protocol.LineDrain:
 			if _, ok := l.Value(protocol.KeyBytes); !ok {
 				continue
 			}
-			s, err := protocol.ParseSink(l)
+			r, err := protocol.ParseSink(l)
 			if err != nil {
-				return fail(err)
+				return nil, "", err
 			}
-			sinks = append(sinks, s)
+			sinks = append(sinks, r)
 		case protocol.LineRX:
 			n, err := l.Uint("packets")
 			if err != nil {
-				return fail(err)
+				return nil, "", err
 			}
 			rx = append(rx, int64(n))
 		case protocol.LineDone:
 			doneOK = l.Values["errors"] == "0"
 		}
 	}
-	if !doneOK || len(sinks) != total || len(rx) != total+1 {
-		return fail(fmt.Errorf("agent: done ok %v, %d sink results, %d rx lines; want %d and %d", doneOK, len(sinks), len(rx), total, total+1))
+	if !doneOK || len(sinks) != s.total+1 || len(rx) != s.total+1 || len(s.sents) != s.total {
+		return nil, "", fmt.Errorf("agent: done ok %v, %d sink/drain results, %d rx lines, %d sent; want %d, %d, %d",
+			doneOK, len(sinks), len(rx), len(s.sents), s.total+1, s.total+1, s.total)
 	}
-	for i, s := range sents {
-		in := benchInputs[i/per]
-		want := s.sha
-		if kind(i) == protocol.KindDrain {
+	if sinks[s.total].Bytes != 0 {
+		return nil, "", fmt.Errorf("last drain: %d bytes, want 0", sinks[s.total].Bytes)
+	}
+	runs := map[string][]benchRun{}
+	for i, sent := range s.sents {
+		in := benchInputs[i/s.per]
+		want := sent.sha
+		if s.kind(i) == protocol.KindDrain {
 			want = ""
 		}
-		if sinks[i].Bytes != uint64(size(i)) || sinks[i].SHA256 != want {
-			return fail(fmt.Errorf("%s input, transfer %d: guest got %d bytes sha256 %s, host sent %d sha256 %s",
-				in.Name, i%per, sinks[i].Bytes, sinks[i].SHA256, size(i), s.sha))
+		if sinks[i].Bytes != uint64(s.size(i)) || sinks[i].SHA256 != want {
+			return nil, "", fmt.Errorf("%s input, transfer %d: guest got %d bytes sha256 %q, host sent %d sha256 %q",
+				in.Name, i%s.per, sinks[i].Bytes, sinks[i].SHA256, s.size(i), sent.sha)
 		}
-		if i%per < p.Warmup {
+		if s.kind(i) == protocol.KindSink {
 			continue
 		}
-		res.Runs[in.Name] = append(res.Runs[in.Name], benchRun{
-			Bytes: p.Bytes, Guest: sinks[i].Duration, Packets: rx[i+1] - rx[i], QEMUTicks: s.qemu, RscvmTicks: s.rsvm,
+		runs[in.Name] = append(runs[in.Name], benchRun{
+			Bytes: s.size(i), Guest: sinks[i].Duration, Packets: rx[i+1] - rx[i],
+			QEMUTicks: sent.qemuTicks, RscvmTicks: sent.rscvmTicks,
 		})
 	}
-	for _, in := range benchInputs {
-		st := benchCell{Runs: res.Runs[in.Name]}.stats()
-		b.Logf("%s, %s input: %.3f Gbit/s, %.0f rx packets, CPU s/GB QEMU %.2f rscvm %.2f (medians of %d)",
-			c.Name, in.Name, st.Gbps.Median, st.Packets.Median, st.QEMUCPU.Median, st.RscvmCPU.Median, st.Gbps.N)
-	}
-	return res, nil
+	return runs, features, nil
 }
 
-// prepareTapInput puts the TAP's offloads in the state of input in: on
-// (as the VMM set them at device start) for GSO input, switched off for
-// MSS input; and checks them.
-func prepareTapInput(ns *testguest.Netns, in benchInput) error {
-	if !in.HostGSO {
+// failed logs the session's console (and rscvm's log) and names it in err.
+func (s *benchSession) failed(b *testing.B, err error) error {
+	if s.g != nil {
+		b.Logf("%s console:\n%s", s.c.Name, s.g.output())
+	}
+	if s.vu != nil && s.vu.log != nil {
+		if out, rerr := os.ReadFile(s.vu.log.Name()); rerr == nil {
+			b.Logf("%s rscvm log:\n%s", s.c.Name, out)
+		}
+	}
+	return fmt.Errorf("%s: %w", s.c.Name, err)
+}
+
+// close ends everything the session started.
+func (s *benchSession) close() {
+	if s.hostCancel != nil {
+		s.hostCancel()
+	}
+	if s.g != nil {
+		s.g.benchKill()
+	}
+	if s.vu != nil && s.vu.cmd != nil {
+		s.vu.stopBench()
+	}
+	if s.tap != nil {
+		s.tap.Close()
+	}
+	if s.ns != nil {
+		_ = s.ns.Delete()
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// prepareTapInput checks that the TAP's offloads are in the state of input
+// in: on (as the VMM set them at device start) for GSO input, off for MSS
+// input, which switch switches them off first.
+func prepareTapInput(ns *testguest.Netns, in benchInput, switchOff bool) error {
+	if !in.HostGSO && switchOff {
 		argv := ns.Command("ethtool", "-K", vuTap, "tso", "off", "gso", "off")
 		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
 			return fmt.Errorf("ethtool -K: %w: %s", err, out)
@@ -682,7 +838,7 @@ func prepareTapInput(ns *testguest.Netns, in benchInput) error {
 		return err
 	}
 	if tso != in.HostGSO || gso != in.HostGSO {
-		return fmt.Errorf("%s input: TAP tso=%v gso=%v, want %v", in.Name, tso, gso, in.HostGSO)
+		return fmt.Errorf("%s input: TAP tso=%v gso=%v, want both %v", in.Name, tso, gso, in.HostGSO)
 	}
 	return nil
 }
@@ -904,8 +1060,9 @@ func (r benchReport) markdown() string {
 	var w strings.Builder
 	fmt.Fprintf(&w, "#### Benchmark: rscvm vhost-user-net vs QEMU's virtio-net (`make bench`)\n\n")
 	fmt.Fprintf(&w, "%s, %s. The same guest in every configuration: Debian kernel %s, 1 vCPU, 512 MiB memfd RAM, "+
-		"virtio-net-pci with `vectors=0` (INTx: QEMU 7.2 under TCG needs it for vhost-user, so QEMU's own device gets it too), "+
-		"one boot per configuration. Host→guest TCP from the host end of the TAP: per cell %d measured transfers of %d MiB "+
+		"virtio-net-pci with `vectors=0` (INTx: QEMU 7.2 under TCG needs it for vhost-user, so QEMU's own device gets it too); "+
+		"one guest per configuration, all booted together, their transfers interleaved round-robin so that other load on the host "+
+		"spreads over all of them. Host→guest TCP from the host end of the TAP: per cell %d measured transfers of %d MiB "+
 		"after a %d MiB warm-up whose SHA-256 the guest checks; median (min–max).\n\n",
 		r.Date.Format("2006-01-02"), r.Machine, r.Kernel, r.Runs, r.Bytes>>20, r.WarmupBytes>>20)
 	if r.Revision != "" {
@@ -1390,7 +1547,7 @@ func TestBenchParams(t *testing.T) {
 	t.Setenv(envBenchMiB, "")
 	p, err := benchParamsFromEnv()
 	require.NoError(t, err)
-	require.Equal(t, 5, p.Runs)
+	require.Equal(t, 7, p.Runs)
 	require.Equal(t, int64(128<<20), p.Bytes)
 	require.Equal(t, int64(16<<20), p.WarmupBytes)
 	t.Setenv(envBenchRuns, "3")
@@ -1406,6 +1563,19 @@ func TestBenchParams(t *testing.T) {
 	for _, bad := range []string{"0", "-1", "x", "51"} {
 		t.Setenv(envBenchRuns, bad)
 		_, err = benchParamsFromEnv()
+		require.Error(t, err, bad)
+	}
+}
+
+func TestSelectBenchConfigs(t *testing.T) {
+	all, err := selectBenchConfigs("")
+	require.NoError(t, err)
+	require.Equal(t, benchConfigs, all)
+	some, err := selectBenchConfigs("rscvm-gso-on,qemu-tap,rscvm-gso-on")
+	require.NoError(t, err)
+	require.Equal(t, []benchConfig{benchConfigs[3], benchConfigs[0]}, some)
+	for _, bad := range []string{"qemu", "qemu-tap,", ",", "QEMU-TAP"} {
+		_, err := selectBenchConfigs(bad)
 		require.Error(t, err, bad)
 	}
 }
