@@ -30,10 +30,9 @@ package main
 // make a quick check smaller. Nothing here asserts on timing: numbers are
 // reported, not judged.
 //
-// The helpers of qemu_test.go and vhostuser_test.go take *testing.T; a
-// benchmark has a *testing.B, so the few that start processes have
-// error-returning twins here (benchStartGuest, startBenchBackend,
-// benchInitramfs).
+// Processes start through the error-returning cores of qemu_test.go and
+// vhostuser_test.go (launchGuest, buildInitramfs, vuBackend.start and
+// terminate), which the tests' helpers wrap.
 
 import (
 	"bufio"
@@ -47,7 +46,6 @@ import (
 	"image/color"
 	"image/draw"
 	"image/png"
-	"io"
 	"math"
 	"net"
 	"os"
@@ -57,15 +55,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/rscvm/rscvm/guestimages/agent/protocol"
-	"github.com/rscvm/rscvm/guestimages/initramfs"
 	"github.com/rscvm/rscvm/guestimages/testguest"
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 // Environment of the benchmark.
@@ -246,32 +243,23 @@ type benchEnv struct {
 	params                      benchParams
 }
 
-// skipOrFailTB is skipOrFail for benchmarks.
-func skipOrFailTB(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-		tb.Fatalf("RSCVM_REQUIRE_KVM=1: "+format, args...)
-	}
-	tb.Skipf(format, args...)
-}
-
 func BenchmarkVhostUserMatrix(b *testing.B) {
 	params, err := benchParamsFromEnv()
 	if err != nil {
 		b.Fatal(err)
 	}
 	if os.Geteuid() != 0 {
-		skipOrFailTB(b, "needs root for network namespaces and TAPs")
+		testenv.SkipOrFail(b, "needs root for network namespaces and TAPs")
 	}
 	if err := testguest.NetnsAvailable(); err != nil {
-		skipOrFailTB(b, "%v", err)
+		testenv.SkipOrFail(b, "%v", err)
 	}
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
-		skipOrFailTB(b, "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
+		testenv.SkipOrFail(b, "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
 	}
 	if _, err := exec.LookPath("ethtool"); err != nil {
-		skipOrFailTB(b, "ethtool not installed (apt-get install ethtool)")
+		testenv.SkipOrFail(b, "ethtool not installed (apt-get install ethtool)")
 	}
 	out, err := benchOutDir()
 	if err != nil {
@@ -279,14 +267,14 @@ func BenchmarkVhostUserMatrix(b *testing.B) {
 	}
 	kernel := filepath.Join(out, "debian", "vmlinuz")
 	if _, err := os.Stat(kernel); err != nil {
-		skipOrFailTB(b, "%s missing (run guestimages/build.sh): %v", kernel, err)
+		testenv.SkipOrFail(b, "%s missing (run guestimages/build.sh): %v", kernel, err)
 	}
 	kver := "?"
 	if v, err := os.ReadFile(filepath.Join(out, "debian", "kver")); err == nil {
 		kver = strings.TrimSpace(string(v))
 	}
 	dir := b.TempDir()
-	initrd, err := benchInitramfs(dir, filepath.Join(out, "debian", "modules"))
+	initrd, err := buildInitramfs(dir, filepath.Join(out, "debian", "modules"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -440,46 +428,6 @@ func benchOutDir() (string, error) {
 	return filepath.Join(wd, "out"), nil
 }
 
-// goBuild builds pkg (relative to this package) into out.
-func goBuild(out, pkg string, env []string) error {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = "/usr/local/go/bin/go"
-	}
-	cmd := exec.Command(gobin, "build", "-trimpath", "-buildvcs=false", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), env...)
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, o)
-	}
-	return nil
-}
-
-// benchInitramfs builds the agent from this tree and an initramfs with it
-// and the Debian modules in modDir, as testInitramfs does.
-func benchInitramfs(dir, modDir string) (string, error) {
-	bin := filepath.Join(dir, "agent")
-	if err := goBuild(bin, ".", []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOAMD64=v1"}); err != nil {
-		return "", err
-	}
-	init, err := os.ReadFile(bin)
-	if err != nil {
-		return "", err
-	}
-	spec := initramfs.Spec{Init: init}
-	if _, err := os.Stat(filepath.Join(modDir, initramfs.LoadOrderFile)); err == nil {
-		ms, err := initramfs.ReadModulesDir(modDir)
-		if err != nil {
-			return "", fmt.Errorf("modules: %w", err)
-		}
-		spec.Modules = append(spec.Modules, ms)
-	}
-	p := filepath.Join(dir, "initramfs.cpio")
-	if err := initramfs.WriteFile(p, spec); err != nil {
-		return "", fmt.Errorf("initramfs: %w", err)
-	}
-	return p, nil
-}
-
 // benchResult is what a matrix measured.
 type benchResult struct {
 	// Runs are keyed "configuration/input".
@@ -605,7 +553,7 @@ func startBenchSession(ctx context.Context, env benchEnv, c benchConfig) (_ *ben
 		if s.dir, err = os.MkdirTemp("", "rscvm-bench-"); err != nil {
 			return nil, err
 		}
-		if err := startBenchBackend(s.vu, env.rscvm, s.dir, c.Props); err != nil {
+		if err := s.vu.start(env.rscvm, s.dir, c.Props); err != nil {
 			return nil, err
 		}
 		s.rscvmPid = s.vu.cmd.Process.Pid
@@ -645,7 +593,7 @@ func startBenchSession(ctx context.Context, env benchEnv, c benchConfig) (_ *ben
 	// TAP's offloads again.
 	acts = append(acts, protocol.Action{Kind: protocol.KindDrain, Port: uint16(5001 + s.total)})
 	cfg := protocol.Config{Actions: acts, Addr: mustPrefix("10.0.2.15/24"), Timeout: benchMatrixTimeout}
-	if s.g, err = benchStartGuest(ctx, env, debianCmdline(cfg.CommandLine()), extra, files); err != nil {
+	if s.g, err = launchGuest(ctx, env.qemu, env.kernel, env.initrd, debianCmdline(cfg.CommandLine()), extra, files); err != nil {
 		return nil, err
 	}
 	s.hostCtx, s.hostCancel = context.WithCancel(ctx)
@@ -807,10 +755,10 @@ func (s *benchSession) close() {
 		s.hostCancel()
 	}
 	if s.g != nil {
-		s.g.benchKill()
+		s.g.kill()
 	}
 	if s.vu != nil && s.vu.cmd != nil {
-		s.vu.stopBench()
+		_ = s.vu.terminate()
 	}
 	if s.tap != nil {
 		s.tap.Close()
@@ -906,116 +854,6 @@ func parseProcStatCPU(b []byte) (int64, error) {
 		sum += n
 	}
 	return sum, nil
-}
-
-// startBenchBackend starts `rscvm vhost-user-net` in vu's namespace, as
-// startVhostUserBackend does, and waits for its socket.
-func startBenchBackend(vu *vuBackend, rscvm, dir, deviceProps string) error {
-	vu.socket = filepath.Join(dir, "vu.sock")
-	vu.stats = filepath.Join(dir, "stats.json")
-	vu.done = make(chan struct{})
-	var err error
-	vu.log, err = os.Create(filepath.Join(dir, "rscvm.log"))
-	if err != nil {
-		return err
-	}
-	args := []string{rscvm, "vhost-user-net", "--socket", vu.socket, "-netdev", "tap,id=n0,ifname=" + vuTap,
-		"--stats-file", vu.stats, "-device", "virtio-net," + deviceProps}
-	argv := vu.ns.Command(args...)
-	vu.cmd = exec.Command(argv[0], argv[1:]...)
-	vu.cmd.Stdout, vu.cmd.Stderr = vu.log, vu.log
-	if err := vu.cmd.Start(); err != nil {
-		return fmt.Errorf("start rscvm: %w", err)
-	}
-	go func() { _ = vu.cmd.Wait(); close(vu.done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(vu.socket); err == nil {
-			return nil
-		}
-		select {
-		case <-vu.done:
-			out, _ := os.ReadFile(vu.log.Name())
-			return fmt.Errorf("rscvm vhost-user-net exited: %s", out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			vu.stopBench()
-			return errors.New("rscvm vhost-user-net did not create its socket")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stopBench ends rscvm (SIGTERM, then SIGKILL).
-func (b *vuBackend) stopBench() {
-	select {
-	case <-b.done:
-		return
-	default:
-	}
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.done:
-	case <-time.After(10 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.done
-	}
-	b.log.Close()
-}
-
-// benchStartGuest boots the guest as startGuest does (same QEMU arguments).
-func benchStartGuest(ctx context.Context, env benchEnv, cmdline string, extra []string, files []*os.File) (*guest, error) {
-	args := []string{
-		"-accel", "tcg", "-m", "512", "-smp", "1", "-nographic", "-no-reboot",
-		"-kernel", env.kernel, "-initrd", env.initrd, "-append", cmdline,
-	}
-	args = append(args, extra...)
-	g := &guest{
-		cmd:   exec.CommandContext(ctx, env.qemu, args...),
-		lines: make(chan protocol.Line, 256),
-		done:  make(chan struct{}),
-	}
-	g.cmd.ExtraFiles = files
-	pr, pw := io.Pipe()
-	g.cmd.Stdout, g.cmd.Stderr = pw, pw
-	if err := g.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start QEMU: %w", err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			g.mu.Lock()
-			g.console.WriteString(sc.Text() + "\n")
-			g.mu.Unlock()
-			if l, ok := protocol.ParseLine(sc.Text()); ok {
-				select {
-				case g.lines <- l:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-		close(g.lines)
-	}()
-	go func() {
-		g.waitErr = g.cmd.Wait()
-		pw.Close()
-		close(g.done)
-	}()
-	return g, nil
-}
-
-// benchKill kills QEMU if it still runs and waits for it.
-func (g *guest) benchKill() {
-	select {
-	case <-g.done:
-		return
-	default:
-	}
-	_ = g.cmd.Process.Kill()
-	<-g.done
 }
 
 // benchReport is a finished matrix.

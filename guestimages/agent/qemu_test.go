@@ -90,36 +90,50 @@ func testInitramfs(t *testing.T) string {
 		if initrdErr != nil {
 			return
 		}
-		bin := filepath.Join(initrdDir, "agent")
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			gobin = "/usr/local/go/bin/go"
-		}
-		cmd := exec.Command(gobin, "build", "-trimpath", "-buildvcs=false", "-o", bin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOAMD64=v1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			initrdErr = fmt.Errorf("go build agent: %w\n%s", err, out)
-			return
-		}
-		init, err := os.ReadFile(bin)
-		if err != nil {
-			initrdErr = err
-			return
-		}
-		spec := initramfs.Spec{Init: init}
-		if _, err := os.Stat(filepath.Join(mods, initramfs.LoadOrderFile)); err == nil {
-			ms, err := initramfs.ReadModulesDir(mods)
-			if err != nil {
-				initrdErr = err
-				return
-			}
-			spec.Modules = append(spec.Modules, ms)
-		}
-		initrdPath = filepath.Join(initrdDir, "initramfs.cpio")
-		initrdErr = initramfs.WriteFile(initrdPath, spec)
+		initrdPath, initrdErr = buildInitramfs(initrdDir, mods)
 	})
 	require.NoError(t, initrdErr)
 	return initrdPath
+}
+
+// goBuild builds pkg (relative to this package) into out.
+func goBuild(out, pkg string, env []string) error {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = "/usr/local/go/bin/go"
+	}
+	cmd := exec.Command(gobin, "build", "-trimpath", "-buildvcs=false", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), env...)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, o)
+	}
+	return nil
+}
+
+// buildInitramfs builds the agent from this tree into dir and an initramfs
+// with it and the Debian modules in modDir (if any).
+func buildInitramfs(dir, modDir string) (string, error) {
+	bin := filepath.Join(dir, "agent")
+	if err := goBuild(bin, ".", []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOAMD64=v1"}); err != nil {
+		return "", err
+	}
+	init, err := os.ReadFile(bin)
+	if err != nil {
+		return "", err
+	}
+	spec := initramfs.Spec{Init: init}
+	if _, err := os.Stat(filepath.Join(modDir, initramfs.LoadOrderFile)); err == nil {
+		ms, err := initramfs.ReadModulesDir(modDir)
+		if err != nil {
+			return "", fmt.Errorf("modules: %w", err)
+		}
+		spec.Modules = append(spec.Modules, ms)
+	}
+	p := filepath.Join(dir, "initramfs.cpio")
+	if err := initramfs.WriteFile(p, spec); err != nil {
+		return "", fmt.Errorf("initramfs: %w", err)
+	}
+	return p, nil
 }
 
 // guest is one QEMU run whose console is parsed as it arrives.
@@ -136,13 +150,29 @@ type guest struct {
 // and extra QEMU arguments.
 func startGuest(t *testing.T, ctx context.Context, kernel, initrd, cmdline string, extra []string, files []*os.File) *guest {
 	t.Helper()
+	g, err := launchGuest(ctx, needQEMU(t), kernel, initrd, cmdline, extra, files)
+	require.NoError(t, err)
+	t.Logf("qemu %s", strings.Join(g.cmd.Args[1:], " "))
+	t.Cleanup(func() {
+		g.kill()
+		if t.Failed() {
+			t.Logf("console:\n%s", g.output())
+		}
+	})
+	return g
+}
+
+// launchGuest starts QEMU (TCG, 512 MiB, one vCPU, serial console on
+// stdout) with kernel, initrd and cmdline, and parses the agent's lines as
+// they arrive.
+func launchGuest(ctx context.Context, qemu, kernel, initrd, cmdline string, extra []string, files []*os.File) (*guest, error) {
 	args := []string{
 		"-accel", "tcg", "-m", "512", "-smp", "1", "-nographic", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd, "-append", cmdline,
 	}
 	args = append(args, extra...)
 	g := &guest{
-		cmd:   exec.CommandContext(ctx, needQEMU(t), args...),
+		cmd:   exec.CommandContext(ctx, qemu, args...),
 		lines: make(chan protocol.Line, 256),
 		done:  make(chan struct{}),
 	}
@@ -150,8 +180,9 @@ func startGuest(t *testing.T, ctx context.Context, kernel, initrd, cmdline strin
 	pr, pw := io.Pipe()
 	g.cmd.Stdout = pw
 	g.cmd.Stderr = pw
-	t.Logf("qemu %s", strings.Join(args, " "))
-	require.NoError(t, g.cmd.Start())
+	if err := g.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start QEMU: %w", err)
+	}
 	go func() {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
@@ -174,16 +205,18 @@ func startGuest(t *testing.T, ctx context.Context, kernel, initrd, cmdline strin
 		pw.Close()
 		close(g.done)
 	}()
-	t.Cleanup(func() {
-		if g.cmd.Process != nil {
-			_ = g.cmd.Process.Kill()
-		}
-		<-g.done
-		if t.Failed() {
-			t.Logf("console:\n%s", g.output())
-		}
-	})
-	return g
+	return g, nil
+}
+
+// kill kills QEMU if it still runs and waits for it.
+func (g *guest) kill() {
+	select {
+	case <-g.done:
+		return
+	default:
+	}
+	_ = g.cmd.Process.Kill()
+	<-g.done
 }
 
 func (g *guest) output() string {

@@ -44,14 +44,7 @@ func rscvmBinary(t *testing.T) string {
 			return
 		}
 		rscvmBin = filepath.Join(dir, "rscvm")
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			gobin = "/usr/local/go/bin/go"
-		}
-		out, err := exec.Command(gobin, "build", "-o", rscvmBin, "../../cmd/rscvm").CombinedOutput()
-		if err != nil {
-			rscvmErr = fmt.Errorf("go build cmd/rscvm: %w\n%s", err, out)
-		}
+		rscvmErr = goBuild(rscvmBin, "../../cmd/rscvm", nil)
 	})
 	require.NoError(t, rscvmErr)
 	return rscvmBin
@@ -83,20 +76,10 @@ func startVhostUserBackend(t *testing.T, deviceProps string) *vuBackend {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ns.Delete() })
 	require.NoError(t, exec.Command("ip", "-n", ns.Name, "addr", "add", "10.0.2.1/24", "dev", vuTap).Run())
-	dir := t.TempDir()
-	b := &vuBackend{ns: ns, socket: filepath.Join(dir, "vu.sock"), stats: filepath.Join(dir, "stats.json"), done: make(chan struct{})}
-	b.log, err = os.Create(filepath.Join(dir, "rscvm.log"))
-	require.NoError(t, err)
-	args := []string{bin, "vhost-user-net", "--socket", b.socket, "-netdev", "tap,id=n0,ifname=" + vuTap,
-		"--stats-file", b.stats, "--stats"}
-	if deviceProps != "" {
-		args = append(args, "-device", "virtio-net,"+deviceProps)
+	b := &vuBackend{ns: ns}
+	if err := b.start(bin, t.TempDir(), deviceProps, "--stats"); err != nil {
+		t.Fatal(err)
 	}
-	argv := ns.Command(args...)
-	b.cmd = exec.Command(argv[0], argv[1:]...)
-	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
-	require.NoError(t, b.cmd.Start())
-	go func() { _ = b.cmd.Wait(); close(b.done) }()
 	t.Cleanup(func() {
 		b.stop(t)
 		if t.Failed() {
@@ -104,41 +87,78 @@ func startVhostUserBackend(t *testing.T, deviceProps string) *vuBackend {
 			t.Logf("rscvm vhost-user-net log:\n%s", out)
 		}
 	})
+	return b
+}
+
+// start runs `rscvm vhost-user-net` (binary rscvm) in b's namespace on the
+// TAP, its socket, stats file and log in dir, and waits for the socket.
+func (b *vuBackend) start(rscvm, dir, deviceProps string, extra ...string) error {
+	b.socket, b.stats = filepath.Join(dir, "vu.sock"), filepath.Join(dir, "stats.json")
+	b.done = make(chan struct{})
+	var err error
+	if b.log, err = os.Create(filepath.Join(dir, "rscvm.log")); err != nil {
+		return err
+	}
+	args := []string{rscvm, "vhost-user-net", "--socket", b.socket, "-netdev", "tap,id=n0,ifname=" + vuTap,
+		"--stats-file", b.stats}
+	args = append(args, extra...)
+	if deviceProps != "" {
+		args = append(args, "-device", "virtio-net,"+deviceProps)
+	}
+	argv := b.ns.Command(args...)
+	b.cmd = exec.Command(argv[0], argv[1:]...)
+	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
+	if err := b.cmd.Start(); err != nil {
+		return fmt.Errorf("start rscvm: %w", err)
+	}
+	go func() { _ = b.cmd.Wait(); close(b.done) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := os.Stat(b.socket); err == nil {
-			return b
+			return nil
 		}
 		select {
 		case <-b.done:
 			out, _ := os.ReadFile(b.log.Name())
-			t.Fatalf("rscvm vhost-user-net exited: %s", out)
+			return fmt.Errorf("rscvm vhost-user-net exited: %s", out)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("rscvm vhost-user-net did not create its socket")
+			_ = b.terminate()
+			return errors.New("rscvm vhost-user-net did not create its socket")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// stop ends rscvm with SIGTERM (it exits 0 and prints its counters).
-func (b *vuBackend) stop(t *testing.T) {
+// terminate ends rscvm with SIGTERM (it exits 0 and prints its counters),
+// or SIGKILL after 10 s; the error says what went wrong.
+func (b *vuBackend) terminate() error {
+	defer b.log.Close()
 	select {
 	case <-b.done:
-		return
+		return nil
 	default:
 	}
 	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
 	select {
 	case <-b.done:
 	case <-time.After(10 * time.Second):
 		_ = b.cmd.Process.Kill()
 		<-b.done
-		t.Errorf("rscvm vhost-user-net ignored SIGTERM")
+		err = errors.New("rscvm vhost-user-net ignored SIGTERM")
 	}
-	if st := b.cmd.ProcessState; st != nil && !st.Success() {
-		t.Errorf("rscvm vhost-user-net exit status: %v", st)
+	if st := b.cmd.ProcessState; err == nil && st != nil && !st.Success() {
+		err = fmt.Errorf("rscvm vhost-user-net exit status: %v", st)
+	}
+	return err
+}
+
+// stop is terminate for a test.
+func (b *vuBackend) stop(t *testing.T) {
+	if err := b.terminate(); err != nil {
+		t.Error(err)
 	}
 }
 
