@@ -216,7 +216,9 @@ func burst(first uint32, n, size int) []seg {
 }
 
 const (
-	base = "net=1 pci=0 memmap=0 rxdump=1 rxwait=1500"
+	// base waits up to 8 s for the first packet (a loaded host may take a
+	// while to send after the ready line) and stops 1.5 s after the last.
+	base = "net=1 pci=0 memmap=0 rxdump=1 rxwait=1500 rxfirst=8000"
 	// rscBase negotiates RSC_EXT and turns RSC on as NetKVM does
 	// (OFFLOADS_SET CSUM|TSO4|TSO6|bit 61).
 	rscBase = base + " rsc=1 ctrl=offloads:0x2000000000000182"

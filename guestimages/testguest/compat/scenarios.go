@@ -434,7 +434,7 @@ func guestActionCases() []Case {
 	cs = append(cs, c)
 	// (a)51: no MRG_RXBUF, 1530-byte buffers although TSO is negotiated.
 	cs = append(cs, withCmdline(rscCase("rsc-small-bufs", "(a)51 no MRG_RXBUF, 1530-byte buffers: D x3 (1000 bytes each)",
-		burst(1000, 3, 1000)...), rscBase+" features=0x1008719a7 rxbuf=1530 rxdesc=1530"))
+		burst(1000, 3, 1000)...), rscBase+" features=0x1008719a7 rxbuf=1530 rxdesc=1530 rxfirst=3000"))
 	cs[len(cs)-1].Known = knownRecords(smallBufReason, "rx n=0", "rx n=1", "rx n=2", "rxend", "stream")
 	// (a)52: counter wrap: one data segment, then 65535 window updates
 	// (window 1, 2, ..., 65535) within QEMU's interval.

@@ -426,6 +426,7 @@ static void rx_loop(void)
 {
 	uint64_t target = cmdline_get_u64("rx", 0);
 	uint64_t idle_ms = cmdline_get_u64("rxwait", 10000);
+	uint64_t first_ms = cmdline_get_u64("rxfirst", idle_ms);
 	int dump = cmdline_get_u64("rxdump", 0) != 0;
 	int sum_on = cmdline_get_u64("rxsum", 1) != 0;
 	uint32_t n = 0;
@@ -456,7 +457,7 @@ static void rx_loop(void)
 			sw_start(&sw);
 			continue;
 		}
-		if (sw_ms(&sw) >= idle_ms) {
+		if (sw_ms(&sw) >= (n ? idle_ms : first_ms)) {
 			reason = "idle";
 			break;
 		}
