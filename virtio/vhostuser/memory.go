@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"sort"
@@ -48,6 +49,14 @@ func mapRegion(r MemRegion, f *os.File) (*mappedRegion, error) {
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) < off+size {
 		return nil, fmt.Errorf("%w: region [%#x,+%#x) at offset %#x is past the end of its %d-byte file", ErrRegion, gpa, size, off, st.Size)
+	}
+	// A frontend that shrinks the file under a mapping makes the backend's
+	// next access to the lost pages fault (SIGBUS). QEMU's memfd backend
+	// seals its files against shrinking (seal=on, the default); say so when
+	// a file could shrink.
+	if seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0); err == nil && seals&unix.F_SEAL_SHRINK == 0 {
+		slog.Warn("vhost-user: a memory region's file is not sealed against shrinking; shrinking it would crash the backend",
+			"gpa", fmt.Sprintf("%#x", gpa), "size", size)
 	}
 	// Map from offset 0: the offset need not be page-aligned (hugepage
 	// backends align only the whole file).
