@@ -145,6 +145,8 @@ type flow struct {
 
 	l2, l3, l4 int
 	ipLen      int // l3 + l4 + payload
+	limit      int // largest ipLen: MaxIPDatagram, or less for MaxFrame
+	sig        uint64
 	segs       int // data segments
 	payload    int
 	mss        int
@@ -531,9 +533,6 @@ func (e *Engine) Input(now time.Duration, f Frame) bool {
 		}
 		return e.exception(slot, f, r)
 	}
-	// A new pending packet must fit the buffer as received and leave room
-	// for at least one more segment; otherwise the segment goes alone.
-	cacheable := len(f.Data) <= BufferSize && p.l2+p.ipLen < e.maxFrame && p.ipLen < MaxIPDatagram
 	if slot >= 0 {
 		fl := &e.flows[slot]
 		r := e.mergeReason(fl, p, f.Data)
@@ -544,7 +543,7 @@ func (e *Engine) Input(now time.Duration, f Frame) bool {
 			e.merge(fl, p, f.Data, own, owned)
 			return true
 		}
-		if !cacheable {
+		if !e.cacheable(p, &f) {
 			return e.exception(slot, f, r)
 		}
 		// Exception: deliver what is pending, then resume coalescing with
@@ -556,7 +555,7 @@ func (e *Engine) Input(now time.Duration, f Frame) bool {
 		if r != reasonOverSize {
 			e.st.aborts++
 		}
-	} else if !cacheable {
+	} else if !e.cacheable(p, &f) {
 		return e.passthrough(f, reasonTooLarge)
 	}
 	if e.n == len(e.flows) {
@@ -567,6 +566,13 @@ func (e *Engine) Input(now time.Duration, f Frame) bool {
 	}
 	e.start(now, p, &f, own, owned)
 	return true
+}
+
+// cacheable reports whether data segment p (frame f) can start a pending
+// packet: it must fit the buffer as received and leave room for at least
+// one more segment; otherwise it goes alone.
+func (e *Engine) cacheable(p *packet, f *Frame) bool {
+	return len(f.Data) <= BufferSize && p.l2+p.ipLen < e.maxFrame && p.ipLen < MaxIPDatagram
 }
 
 // passthrough delivers f unchanged and counts why it was not coalesced.
@@ -772,9 +778,9 @@ func (e *Engine) parseTCP(f *Frame, p *packet) {
 		ipb := f.Data[p.l2:]
 		var ps uint16
 		if p.v6 {
-			ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[8:24], ipb[24:40], uint32(len(seg)))
+			ps = pseudoSum(ipb, true, uint32(len(seg)))
 		} else {
-			ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[12:16], ipb[16:20], uint32(len(seg)))
+			ps = pseudoSum(ipb, false, uint32(len(seg)))
 		}
 		if header.Sum(seg, ps) != 0xffff {
 			p.reason = reasonChecksum
@@ -782,16 +788,28 @@ func (e *Engine) parseTCP(f *Frame, p *packet) {
 	}
 }
 
+// signature packs the fields every segment of a pending packet must share
+// (TOS / traffic class, DF, flow label, header lengths) with the flags
+// that need a closer look (CWR, ECE), so that the common case compares one
+// word.
+func (p *packet) signature() uint64 {
+	s := uint64(p.tos) | uint64(p.l4)<<8 | uint64(p.l2)<<16 | uint64(p.label)<<24 |
+		uint64(p.flags&(header.TCPFlagCWR|header.TCPFlagECE))<<56
+	if p.df {
+		s |= 1 << 52
+	}
+	return s
+}
+
 // consistent checks the per-packet invariants shared by data segments and
 // window updates: IP fields, ECE/CWR, TCP options and the Ethernet header.
 func (e *Engine) consistent(fl *flow, p *packet, data []byte) reason {
+	// fl.sig has CWR clear (a CWR segment only starts a packet with
+	// GuestECN, and then the packet's flags keep it: compare explicitly).
+	if p.signature() != fl.sig&^(uint64(header.TCPFlagCWR)<<56) {
+		return e.inconsistent(fl, p)
+	}
 	switch {
-	case p.flags&header.TCPFlagCWR != 0 || (p.flags^fl.flags)&header.TCPFlagECE != 0:
-		return reasonTCPECN
-	case (p.tos^fl.tos)&header.ECNMask != 0:
-		return reasonIPECN
-	case p.tos != fl.tos || p.df != fl.df || p.label != fl.label || p.l4 != fl.l4 || p.l2 != fl.l2:
-		return reasonMismatch
 	case !sameL2(data, fl.vec[0], p.l2):
 		return reasonMismatch
 	case p.l4 != header.TCPMinSize:
@@ -801,6 +819,19 @@ func (e *Engine) consistent(fl *flow, p *packet, data []byte) reason {
 		}
 	}
 	return reasonNone
+}
+
+// inconsistent returns why p's signature differs from fl's, in the order
+// of precedence of the reasons.
+func (e *Engine) inconsistent(fl *flow, p *packet) reason {
+	switch {
+	case p.flags&header.TCPFlagCWR != 0 || (p.flags^fl.flags)&header.TCPFlagECE != 0:
+		return reasonTCPECN
+	case (p.tos^fl.tos)&header.ECNMask != 0:
+		return reasonIPECN
+	}
+	// TOS / traffic class, DF, flow label or header lengths.
+	return reasonMismatch
 }
 
 // sameL2 compares the Ethernet headers (14 or 18 bytes) of a and b.
@@ -829,7 +860,7 @@ func (e *Engine) mergeReason(fl *flow, p *packet, data []byte) reason {
 	if r := e.consistent(fl, p, data); r != reasonNone {
 		return r
 	}
-	if fl.ipLen+p.pay > MaxIPDatagram || fl.l2+fl.ipLen+p.pay > e.maxFrame {
+	if fl.ipLen+p.pay > fl.limit {
 		return reasonOverSize
 	}
 	return reasonNone
@@ -945,6 +976,8 @@ func (e *Engine) start(now time.Duration, p *packet, f *Frame, own int, owned bo
 	fl.merged = false
 	fl.l2, fl.l3, fl.l4 = p.l2, p.l3, p.l4
 	fl.ipLen = p.ipLen
+	fl.limit = min(MaxIPDatagram, e.maxFrame-p.l2)
+	fl.sig = p.signature()
 	fl.segs = 1
 	fl.payload = p.pay
 	fl.mss = p.pay
@@ -1036,7 +1069,7 @@ func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
 		ip := header.IPv6(ipb)
 		ip.SetPayloadLength(uint16(fl.ipLen - header.IPv6MinSize))
 		ip.SetHopLimit(fl.ttl)
-		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[8:24], ipb[24:40], segLen)
+		ps = pseudoSum(ipb, true, segLen)
 		gso = header.VirtioNetHdrGSOTCPv6
 	} else {
 		ip := header.IPv4(ipb)
@@ -1044,7 +1077,7 @@ func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
 		ip.SetTTL(fl.ttl)
 		ip.SetChecksum(0)
 		ip.SetChecksum(^header.SumIPv4Header(ipb))
-		ps = header.PseudoHeaderSum(header.ProtocolTCP, ipb[12:16], ipb[16:20], segLen)
+		ps = pseudoSum(ipb, false, segLen)
 	}
 	if fl.flags&header.TCPFlagCWR != 0 {
 		gso |= header.VirtioNetHdrGSOECN
@@ -1114,7 +1147,8 @@ func sameKey(a, b *flowKey) bool {
 // probe only reads a flow whose hash matches.
 func (e *Engine) lookup(p *packet) int32 {
 	k := &p.key
-	if l := e.last; l >= 0 && e.flows[l].active && sameKey(&e.flows[l].key, k) {
+	// (Ports first: interleaved flows usually differ there, and fail fast.)
+	if l := e.last; l >= 0 && e.flows[l].key.ports == k.ports && e.flows[l].active && sameKey(&e.flows[l].key, k) {
 		p.hash = e.flows[l].hash
 		return l
 	}
@@ -1204,4 +1238,26 @@ func sumVec(first []byte, rest [][]byte, initial uint16) uint16 {
 		odd = odd != (len(b)&1 != 0)
 	}
 	return s
+}
+
+// pseudoSum returns the TCP pseudo-header sum (header.PseudoHeaderSum) for
+// the IPv4 or IPv6 header at the start of ipb (bounds checked by the
+// caller's parse) and a segment of n bytes, with whole-word loads.
+func pseudoSum(ipb []byte, v6 bool, n uint32) uint16 {
+	acc := uint64(header.ProtocolTCP) + uint64(n)
+	if v6 {
+		_ = ipb[39]
+		for i := 8; i < 40; i += 8 {
+			w := binary.BigEndian.Uint64(ipb[i : i+8])
+			acc += w>>32 + w&0xffffffff
+		}
+	} else {
+		w := binary.BigEndian.Uint64(ipb[12:20])
+		acc += w>>32 + w&0xffffffff
+	}
+	// Fold: 2^16 ≡ 1 in one's-complement arithmetic.
+	acc = acc>>32 + acc&0xffffffff
+	acc = acc>>16 + acc&0xffff
+	acc = acc>>16 + acc&0xffff
+	return uint16(acc>>16 + acc&0xffff)
 }

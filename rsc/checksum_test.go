@@ -1,0 +1,24 @@
+package rsc
+
+import (
+	"testing"
+
+	"github.com/rscvm/rscvm/net/header"
+	"github.com/stretchr/testify/require"
+)
+
+// pseudoSum equals header.PseudoHeaderSum.
+func TestPseudoSum(t *testing.T) {
+	ip := make([]byte, 40)
+	for seed := range 2000 {
+		for i := range ip {
+			ip[i] = byte(seed*31 + i*i*7 + seed>>3)
+		}
+		n := uint32(seed * 977)
+		if seed%7 == 0 {
+			n = 0xffffffff - uint32(seed)
+		}
+		require.Equal(t, header.PseudoHeaderSum(header.ProtocolTCP, ip[12:16], ip[16:20], n), pseudoSum(ip, false, n))
+		require.Equal(t, header.PseudoHeaderSum(header.ProtocolTCP, ip[8:24], ip[24:40], n), pseudoSum(ip, true, n))
+	}
+}
