@@ -297,7 +297,7 @@ func TestMemoryRegionsAtRunTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer be.Close()
+	t.Cleanup(be.Close) // after the backend's Serve stops (cleanups run last-in first-out)
 	dev, err := virtionet.New(virtionet.DefaultConfig(), be, virtionet.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -415,7 +415,7 @@ func TestMultiQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer be.Close()
+	t.Cleanup(be.Close) // after the backend's Serve stops (cleanups run last-in first-out)
 	cfg := virtionet.DefaultConfig()
 	cfg.MQ = true
 	dev, err := virtionet.New(cfg, be, virtionet.Options{})
