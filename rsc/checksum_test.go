@@ -22,3 +22,20 @@ func TestPseudoSum(t *testing.T) {
 		require.Equal(t, header.PseudoHeaderSum(header.ProtocolTCP, ip[8:24], ip[24:40], n), pseudoSum(ip, true, n))
 	}
 }
+
+// ipv4HeaderSum equals header.SumIPv4Header.
+func TestIPv4HeaderSum(t *testing.T) {
+	ip := make([]byte, 20)
+	for seed := range 5000 {
+		for i := range ip {
+			ip[i] = byte(seed*131 + i*i*13 + seed>>5)
+		}
+		if seed%3 == 0 {
+			for i := range ip {
+				ip[i] = 0xff
+			}
+			ip[seed%20] = byte(seed)
+		}
+		require.Equal(t, header.SumIPv4Header(ip), ipv4HeaderSum(ip))
+	}
+}

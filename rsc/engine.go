@@ -176,6 +176,7 @@ type packet struct {
 	reason reason // non-zero: cannot be coalesced
 	key    flowKey
 	hash   uint32 // hash of key, valid after lookup
+	sig    uint64 // signature, valid for coalescable TCP
 	v6     bool
 	pure   bool // no payload (pure ACK candidate)
 	l2, l3 int
@@ -634,7 +635,7 @@ func (e *Engine) parse(f *Frame, p *packet) {
 	if p.class != classFlow || p.reason != reasonNone {
 		return
 	}
-	e.parseTCP(f, p)
+	e.parseTCP(f, ipb[p.l3:p.ipLen], p)
 }
 
 func (e *Engine) parseIPv4(f *Frame, ipb []byte, p *packet) {
@@ -669,7 +670,7 @@ func (e *Engine) parseIPv4(f *Frame, ipb []byte, p *packet) {
 		p.reason = reasonIPOption
 	case ff&header.IPv4FlagMF != 0:
 		p.reason = reasonIPFrag
-	case header.SumIPv4Header(ipb) != 0xffff:
+	case ipv4HeaderSum(ipb) != 0xffff:
 		p.reason = reasonChecksum
 	}
 	p.l3 = hl
@@ -733,9 +734,9 @@ func (e *Engine) parseIPv6(f *Frame, ipb []byte, p *packet) {
 	p.label = ip.FlowLabel()
 }
 
-// parseTCP checks the TCP header of a frame whose IP layer is coalescable.
-func (e *Engine) parseTCP(f *Frame, p *packet) {
-	seg := f.Data[p.l2+p.l3 : p.l2+p.ipLen]
+// parseTCP checks the TCP header of a frame whose IP layer is coalescable;
+// seg is the TCP segment (header and payload).
+func (e *Engine) parseTCP(f *Frame, seg []byte, p *packet) {
 	tcp := header.TCP(seg)
 	l4 := tcp.DataOffset()
 	if l4 < header.TCPMinSize || l4 > len(seg) {
@@ -768,6 +769,7 @@ func (e *Engine) parseTCP(f *Frame, p *packet) {
 		p.reason = reasonHostGSO
 		return
 	}
+	p.sig = p.signature()
 	switch {
 	case f.Hdr.Flags&header.VirtioNetHdrFDataValid != 0:
 	case f.Hdr.Flags&header.VirtioNetHdrFNeedsCsum != 0:
@@ -806,7 +808,7 @@ func (p *packet) signature() uint64 {
 func (e *Engine) consistent(fl *flow, p *packet, data []byte) reason {
 	// fl.sig has CWR clear (a CWR segment only starts a packet with
 	// GuestECN, and then the packet's flags keep it: compare explicitly).
-	if p.signature() != fl.sig&^(uint64(header.TCPFlagCWR)<<56) {
+	if p.sig != fl.sig&^(uint64(header.TCPFlagCWR)<<56) {
 		return e.inconsistent(fl, p)
 	}
 	switch {
@@ -977,7 +979,7 @@ func (e *Engine) start(now time.Duration, p *packet, f *Frame, own int, owned bo
 	fl.l2, fl.l3, fl.l4 = p.l2, p.l3, p.l4
 	fl.ipLen = p.ipLen
 	fl.limit = min(MaxIPDatagram, e.maxFrame-p.l2)
-	fl.sig = p.signature()
+	fl.sig = p.sig
 	fl.segs = 1
 	fl.payload = p.pay
 	fl.mss = p.pay
@@ -1076,7 +1078,7 @@ func (e *Engine) finalize(fl *flow) header.VirtioNetHdr {
 		ip.SetTotalLength(uint16(fl.ipLen))
 		ip.SetTTL(fl.ttl)
 		ip.SetChecksum(0)
-		ip.SetChecksum(^header.SumIPv4Header(ipb))
+		ip.SetChecksum(^ipv4HeaderSum(ipb))
 		ps = pseudoSum(ipb, false, segLen)
 	}
 	if fl.flags&header.TCPFlagCWR != 0 {
@@ -1125,14 +1127,12 @@ func (e *Engine) flushAddr(k flowKey) bool {
 
 func (e *Engine) hashKey(k *flowKey) uint32 {
 	const m = 0xff51afd7ed558ccd
-	h := e.seed
-	h = (h ^ k.addr[0]) * m
-	h = (h ^ k.addr[1]) * m
-	h = (h ^ k.addr[2]) * m
-	h = (h ^ k.addr[3]) * m
-	h = (h ^ (uint64(k.ports) | uint64(k.meta)<<32)) * m
-	h ^= h >> 32
-	return uint32(h)
+	// Independent products (they run in parallel), then a final mix.
+	h := (k.addr[0]^e.seed)*m ^ (k.addr[1]^e.seed)*(m+2) ^ (k.addr[2]^e.seed)*(m+4) ^
+		(k.addr[3]^e.seed)*(m+6) ^ (uint64(k.ports)|uint64(k.meta)<<32^e.seed)*(m+8)
+	h ^= h >> 29
+	h *= 0xc4ceb9fe1a85ec53
+	return uint32(h >> 32)
 }
 
 // sameKey compares two flow keys field by field (inlined, no memequal call).
@@ -1256,6 +1256,17 @@ func pseudoSum(ipb []byte, v6 bool, n uint32) uint16 {
 		acc += w>>32 + w&0xffffffff
 	}
 	// Fold: 2^16 ≡ 1 in one's-complement arithmetic.
+	acc = acc>>32 + acc&0xffffffff
+	acc = acc>>16 + acc&0xffff
+	acc = acc>>16 + acc&0xffff
+	return uint16(acc>>16 + acc&0xffff)
+}
+
+// ipv4HeaderSum is header.SumIPv4Header with three loads (inlined).
+func ipv4HeaderSum(b []byte) uint16 {
+	_ = b[19]
+	w0, w1 := binary.BigEndian.Uint64(b[0:8]), binary.BigEndian.Uint64(b[8:16])
+	acc := w0>>32 + w0&0xffffffff + w1>>32 + w1&0xffffffff + uint64(binary.BigEndian.Uint32(b[16:20]))
 	acc = acc>>32 + acc&0xffffffff
 	acc = acc>>16 + acc&0xffff
 	acc = acc>>16 + acc&0xffff
