@@ -384,16 +384,21 @@ func (e *Engine) FlushAll() bool {
 // make room. It returns nil if the sink refused one (back-pressure): the
 // caller stops reading and calls it again after the guest posted buffers.
 func (e *Engine) RecvBuffer() []byte {
-	// Fast paths: nothing pending, start over at the beginning (the hot
-	// part of the arena stays small); or the rest of the current region is
-	// still large enough (flushes only free space, so it is still free).
+	// Fast path (inlined): the rest of the current region is still large
+	// enough (flushes only free space, so it is still free).
+	if lo := (e.rlo + recvAlign - 1) &^ (recvAlign - 1); e.n > 0 && e.rhi-lo >= BufferSize {
+		e.rlo = lo
+		return e.arena[lo:e.rhi:e.rhi]
+	}
+	return e.recvBuffer()
+}
+
+func (e *Engine) recvBuffer() []byte {
+	// Nothing pending: start over at the beginning (the hot part of the
+	// arena stays small).
 	if e.n == 0 {
 		e.rlo, e.rhi = 0, len(e.arena)
 		return e.arena
-	}
-	if lo := (e.rlo + recvAlign - 1) &^ (recvAlign - 1); e.rhi-lo >= BufferSize {
-		e.rlo = lo
-		return e.arena[lo:e.rhi:e.rhi]
 	}
 	for {
 		if lo, hi, ok := e.recvRun(); ok {

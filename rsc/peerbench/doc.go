@@ -12,5 +12,9 @@
 //	cd rsc/peerbench && go test -bench . -benchmem
 //
 // Every benchmark reports ns/op per 1448-byte TCP segment, including the
-// copy of each output packet into a preallocated 64 KiB buffer.
+// copy of each output packet into a preallocated 64 KiB buffer. The input
+// is read (untimed) into each engine's receive buffers as its device would
+// read it: rsc's receive region (Engine.RecvBuffer, where rsc keeps the
+// segments until the packet is copied out), wireguard-go's per-packet
+// buffers, gVisor's PacketBuffers.
 package peerbench
