@@ -1,8 +1,10 @@
 package testguest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -148,6 +151,35 @@ func (n *Netns) Interface(name string) (int, error) {
 		return err
 	})
 	return idx, err
+}
+
+// WaitOperUp waits until interface ifname of the namespace reports
+// operational state UP (or UNKNOWN, for devices without carrier
+// reporting): the kernel has then switched its transmit queue on. Frames
+// sent to a device whose carrier came up but whose link-watch event is
+// still pending are dropped silently (noop qdisc). Gives up after 30 s.
+func (n *Netns) WaitOperUp(ctx context.Context, ifname string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		out, err := exec.CommandContext(ctx, "ip", "-n", n.Name, "-j", "link", "show", "dev", ifname).Output()
+		var links []struct {
+			OperState string `json:"operstate"`
+		}
+		if err == nil && json.Unmarshal(out, &links) == nil && len(links) == 1 &&
+			(links[0].OperState == "UP" || links[0].OperState == "UNKNOWN") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			state := "?"
+			if len(links) == 1 {
+				state = links[0].OperState
+			}
+			return fmt.Errorf("testguest: %s in %s not up (operstate %s): %w", ifname, n.Name, state, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 func ipCommand(args ...string) error {

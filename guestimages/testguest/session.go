@@ -321,6 +321,14 @@ func (s *Session) WaitReady(ctx context.Context) (*Ready, error) {
 	if o.Net == nil || o.Net.Ready == nil {
 		return nil, fmt.Errorf("testguest: %w: %q", ErrMalformed, l)
 	}
+	// The VMM attached to the TAP long ago, but the kernel turns the TAP's
+	// queue on (noop qdisc -> real one) only when its link-watch work has
+	// seen the carrier, which waits for the RTNL lock: while namespaces are
+	// being deleted that can take seconds, and frames sent meanwhile are
+	// dropped without an error.
+	if err := s.Netns.WaitOperUp(ctx, s.Netns.Tap); err != nil {
+		return nil, err
+	}
 	return o.Net.Ready, nil
 }
 
@@ -348,6 +356,11 @@ func (s *Session) InjectVerified(gap time.Duration, frames ...[]byte) error {
 	if s.Verified == nil {
 		if err := s.Netns.AddVerifiedPath(); err != nil {
 			return err
+		}
+		for _, ifname := range []string{VerifiedInject, verifiedPort, s.Netns.Tap} {
+			if err := s.Netns.WaitOperUp(context.Background(), ifname); err != nil {
+				return err
+			}
 		}
 		p, err := s.Netns.OpenPacketSocket(VerifiedInject)
 		if err != nil {

@@ -3,8 +3,10 @@ package compat
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +41,11 @@ type Result struct {
 	Seconds float64  `json:"seconds"`
 	QEMU    []string `json:"qemu_report,omitempty"`
 	Rscvm   []string `json:"rscvm_report,omitempty"`
+	// TapQEMU and TapRscvm are the TAP's kernel counters at the end of the
+	// run ("tx=packets/dropped rx=packets/dropped"; tx is towards the VMM):
+	// they tell lost frames from frames a device did not deliver.
+	TapQEMU  string `json:"tap_qemu,omitempty"`
+	TapRscvm string `json:"tap_rscvm,omitempty"`
 }
 
 // Run runs one case under both VMMs at the same time, each in its own
@@ -58,11 +65,11 @@ func Run(ctx context.Context, cfg Config, c Case) Result {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		qLines, qErr = runOne(ctx, cfg, c, cfg.QEMU(nil), "qemu")
+		qLines, res.TapQEMU, qErr = runOne(ctx, cfg, c, cfg.QEMU(nil), "qemu")
 	}()
 	go func() {
 		defer wg.Done()
-		rLines, rErr = runOne(ctx, cfg, c, cfg.Rscvm(c.RscvmProps), "rscvm")
+		rLines, res.TapRscvm, rErr = runOne(ctx, cfg, c, cfg.Rscvm(c.RscvmProps), "rscvm")
 	}()
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
@@ -114,7 +121,7 @@ func lines(r Report) []string {
 
 // runOne boots the guest under one VMM, injects the frames after ready and
 // returns the serial lines once the guest powered off.
-func runOne(ctx context.Context, cfg Config, c Case, cmd testguest.VMMCommand, who string) ([]string, error) {
+func runOne(ctx context.Context, cfg Config, c Case, cmd testguest.VMMCommand, who string) (lines []string, tap string, err error) {
 	logf := func(string, ...any) {}
 	if cfg.Log != nil {
 		logf = func(f string, a ...any) { cfg.Log(c.Name+" "+who+": "+f, a...) }
@@ -122,27 +129,28 @@ func runOne(ctx context.Context, cfg Config, c Case, cmd testguest.VMMCommand, w
 	s, err := testguest.StartSession(ctx, testguest.SessionConfig{ELF: cfg.ELF, Cmdline: c.Cmdline, NIC: c.NIC,
 		Command: cmd, Log: logf})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", who, err)
+		return nil, "", fmt.Errorf("%s: %w", who, err)
 	}
 	defer s.Close()
+	defer func() { tap = tapCounters(s) }()
 	if steps := c.steps(); len(steps) > 0 {
 		if _, err := s.WaitReady(ctx); err != nil {
-			return s.Lines(), fmt.Errorf("%s: guest not ready: %w; stderr: %s", who, err, strings.TrimSpace(s.Stderr()))
+			return s.Lines(), "", fmt.Errorf("%s: guest not ready: %w; stderr: %s", who, err, strings.TrimSpace(s.Stderr()))
 		}
 		for i, st := range steps {
 			if err := inject(ctx, s, st); err != nil {
-				return s.Lines(), fmt.Errorf("%s: step %d: %w", who, i, err)
+				return s.Lines(), "", fmt.Errorf("%s: step %d: %w", who, i, err)
 			}
 		}
 	}
 	out, err := s.Wait(ctx)
 	if err != nil {
-		return s.Lines(), fmt.Errorf("%s: %w", who, err)
+		return s.Lines(), "", fmt.Errorf("%s: %w", who, err)
 	}
 	if !out.Done {
-		return s.Lines(), fmt.Errorf("%s: guest did not reach its done line", who)
+		return s.Lines(), "", fmt.Errorf("%s: guest did not reach its done line", who)
 	}
-	return s.Lines(), nil
+	return s.Lines(), "", nil
 }
 
 // startFailDiffs: both VMMs must have failed before the guest printed
@@ -162,6 +170,25 @@ func startFailDiffs(qErr, rErr error, qLines, rLines []string) []Diff {
 		return nil
 	}
 	return []Diff{{Record: "vmm", QEMU: q, Rscvm: r, Class: Unexpected}}
+}
+
+// tapCounters reads the session TAP's counters (best effort).
+func tapCounters(s *testguest.Session) string {
+	out, err := exec.Command("ip", "-n", s.Netns.Name, "-s", "-j", "link", "show", s.Netns.Tap).Output()
+	if err != nil {
+		return ""
+	}
+	var links []struct {
+		Stats struct {
+			RX struct{ Packets, Dropped uint64 }
+			TX struct{ Packets, Dropped uint64 }
+		} `json:"stats64"`
+	}
+	if json.Unmarshal(out, &links) != nil || len(links) != 1 {
+		return ""
+	}
+	st := links[0].Stats
+	return fmt.Sprintf("tx=%d/%d rx=%d/%d", st.TX.Packets, st.TX.Dropped, st.RX.Packets, st.RX.Dropped)
 }
 
 // crashDiffs classifies a case in which QEMU died as c.QEMUCrash expects:
