@@ -384,8 +384,8 @@ func (e *Engine) FlushAll() bool {
 // make room. It returns nil if the sink refused one (back-pressure): the
 // caller stops reading and calls it again after the guest posted buffers.
 func (e *Engine) RecvBuffer() []byte {
-	// Fast path (inlined): the rest of the current region is still large
-	// enough (flushes only free space, so it is still free).
+	// Fast path: the rest of the current region is still large enough
+	// (flushes only free space, so it is still free).
 	if lo := (e.rlo + recvAlign - 1) &^ (recvAlign - 1); e.n > 0 && e.rhi-lo >= BufferSize {
 		e.rlo = lo
 		return e.arena[lo:e.rhi:e.rhi]
