@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -153,30 +154,34 @@ func (n *Netns) Interface(name string) (int, error) {
 	return idx, err
 }
 
-// WaitOperUp waits until interface ifname of the namespace reports
-// operational state UP (or UNKNOWN, for devices without carrier
-// reporting): the kernel has then switched its transmit queue on. Frames
-// sent to a device whose carrier came up but whose link-watch event is
-// still pending are dropped silently (noop qdisc). Gives up after 30 s.
+// WaitOperUp waits until interface ifname of the namespace, if it has a
+// carrier (LOWER_UP: for a TAP, a VMM attached to it), reports operational
+// state UP (or UNKNOWN, for devices without carrier reporting): the kernel
+// has then switched its transmit queue on. Frames sent while the carrier is
+// on but the link-watch event is still pending (it waits for the RTNL lock,
+// seconds while namespaces are being deleted) are dropped silently by the
+// noop qdisc. Without a carrier there is nothing to wait for. Gives up after
+// 30 s.
 func (n *Netns) WaitOperUp(ctx context.Context, ifname string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	state := "?"
 	for {
 		out, err := exec.CommandContext(ctx, "ip", "-n", n.Name, "-j", "link", "show", "dev", ifname).Output()
 		var links []struct {
-			OperState string `json:"operstate"`
+			Flags     []string `json:"flags"`
+			OperState string   `json:"operstate"`
 		}
-		if err == nil && json.Unmarshal(out, &links) == nil && len(links) == 1 &&
-			(links[0].OperState == "UP" || links[0].OperState == "UNKNOWN") {
-			return nil
+		if err == nil && json.Unmarshal(out, &links) == nil && len(links) == 1 {
+			l := links[0]
+			state = l.OperState
+			if l.OperState == "UP" || l.OperState == "UNKNOWN" || !slices.Contains(l.Flags, "LOWER_UP") {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
-			state := "?"
-			if len(links) == 1 {
-				state = links[0].OperState
-			}
-			return fmt.Errorf("testguest: %s in %s not up (operstate %s): %w", ifname, n.Name, state, ctx.Err())
+			return fmt.Errorf("testguest: %s in %s has a carrier but is not up (operstate %s): %w", ifname, n.Name, state, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
