@@ -249,3 +249,53 @@ func TestBusMasterClearLegacy(t *testing.T) {
 	e.setLegacy(LegacyStatus, 1, uint64(virtio.StatusAcknowledge|virtio.StatusDriver))
 	require.True(t, e.dev.active(), "forced bus master starts the pending device")
 }
+
+// mqLayoutDev has virtio-net's mq=on queue layout: two pairs and the
+// control queue (5 queues) until the driver acknowledges features without
+// MQ (bit 22), then one pair and the control queue at index 2.
+type mqLayoutDev struct{ *fakeDev }
+
+func (d mqLayoutDev) QueueMaxSizes() []uint16 {
+	if acked := d.lastAcked(); len(d.acked) > 0 && acked&bits(22) == 0 {
+		return []uint16{256, 256, 64}
+	}
+	return []uint16{256, 256, 256, 256, 64}
+}
+
+func (d mqLayoutDev) Reset() {
+	d.fakeDev.Reset()
+	d.mu.Lock()
+	d.acked = nil
+	d.mu.Unlock()
+}
+
+// TestQueueLayoutFollowsFeatures: as QEMU re-creates virtio-net's queues
+// when the driver declines MQ, num_queues and the control queue's size
+// follow the device's layout after FEATURES_OK, and a reset restores the
+// full layout.
+func TestQueueLayoutFollowsFeatures(t *testing.T) {
+	fd := newFakeDev()
+	fd.sizes = []uint16{256, 256, 256, 256, 64}
+	e := newEnvDev(t, fd, mqLayoutDev{fd})
+	e.busMaster()
+	require.Equal(t, uint64(5), e.common(CommonNumQueues, 2))
+	e.setCommon(CommonQueueSelect, 2, 2)
+	require.Equal(t, uint64(256), e.common(CommonQueueSize, 2), "queue 2 is pair 1's rx before FEATURES_OK")
+	require.True(t, e.modernFeatures(bits(virtio.FeatureVersion1)))
+	require.Equal(t, uint64(3), e.common(CommonNumQueues, 2), "num_queues after the driver declined MQ")
+	e.setCommon(CommonQueueSelect, 2, 2)
+	require.Equal(t, uint64(64), e.common(CommonQueueSize, 2), "queue 2 is the control queue")
+	e.setCommon(CommonQueueSelect, 2, 3)
+	require.Equal(t, uint64(0), e.common(CommonQueueSize, 2), "queue 3 does not exist")
+	for i, size := range []uint16{256, 256, 64} {
+		e.modernQueue(i, size, uint16(i))
+	}
+	e.driverOK()
+	require.True(t, fd.active())
+	require.Len(t, fd.queues, 5, "the device gets every queue object")
+	require.Equal(t, uint16(64), fd.queues[2].Size())
+	e.setCommon(CommonDeviceStatus, 1, 0)
+	require.Equal(t, uint64(5), e.common(CommonNumQueues, 2), "reset restores the full layout")
+	e.setCommon(CommonQueueSelect, 2, 2)
+	require.Equal(t, uint64(256), e.common(CommonQueueSize, 2))
+}

@@ -80,7 +80,7 @@ func (t *Transport) commonReadLocked(off uint64) uint32 {
 	case CommonMSIXConfig:
 		return uint32(t.irq.configVectorValue())
 	case CommonNumQueues:
-		return uint32(len(t.queues))
+		return uint32(t.numQueues)
 	case CommonDeviceStatus:
 		return uint32(t.state.Status())
 	case CommonConfigGeneration:

@@ -168,6 +168,11 @@ type Transport struct {
 	state          *virtio.State
 	queues         []*queue.Queue
 	kicks          []*virtio.Kick
+	// numQueues is how many of queues the device exposes now (num_queues):
+	// a device whose layout depends on the negotiated features (virtio-net
+	// with mq=on and a driver without MQ) reports fewer after FEATURES_OK,
+	// as QEMU deletes and re-adds its virtqueues then.
+	numQueues int
 
 	// mu serialises register accesses (configuration space and BARs) and
 	// the device life cycle. Lock order: pci.Bus -> mu -> irq.mu. Device
@@ -265,6 +270,7 @@ func New(dev virtio.Device, mem *memory.Memory, opts Options) (*Transport, error
 		t.queues = append(t.queues, q)
 		t.kicks = append(t.kicks, k)
 	}
+	t.numQueues = len(t.queues)
 	if err := t.buildConfigSpace(dev.Type(), opts); err != nil {
 		t.closeKicks()
 		return nil, err
@@ -410,6 +416,7 @@ func (t *Transport) applyLocked(act virtio.Action) {
 func (t *Transport) ackLocked(f uint64) {
 	t.negotiated, t.acked = f, true
 	t.dev.AckFeatures(f)
+	t.relayoutLocked()
 	qf := virtio.QueueFeatures(f)
 	for _, q := range t.queues {
 		q.SetFeatures(qf)
@@ -429,6 +436,7 @@ func (t *Transport) resetLocked() {
 		q.Reset()
 		_, _ = t.kicks[i].Drain()
 	}
+	t.relayoutLocked()
 	t.acked, t.negotiated = false, 0
 	t.queueSel = 0
 	t.irq.reset()
@@ -586,8 +594,33 @@ func (t *Transport) notify(q uint32) {
 	}
 }
 
-// selected returns queue_select and whether it names one of the queues.
+// selected returns queue_select and whether it names one of the queues
+// the device exposes.
 func (t *Transport) selected() (int, bool) {
 	i := int(t.queueSel)
-	return i, i < len(t.queues)
+	return i, i < t.numQueues
+}
+
+// relayoutLocked asks the device for its queue layout again (after it
+// acknowledged features, and after a reset) and follows it: the number of
+// queues it exposes and each disabled queue's maximum size. Queues keep
+// their kick and vector; a queue the driver already enabled (a legacy
+// driver sets queues up before the features reach the device) is kept.
+func (t *Transport) relayoutLocked() {
+	sizes := t.dev.QueueMaxSizes()
+	n := min(len(sizes), len(t.queues))
+	for i := 0; i < n; i++ {
+		old := t.queues[i]
+		if old.MaxSize() == sizes[i] || old.Ready() {
+			continue
+		}
+		q, err := queue.New(sizes[i])
+		if err != nil {
+			t.log.Error("virtio-pci: device reported an invalid queue size", "queue", i, "size", sizes[i], "err", err)
+			continue
+		}
+		q.SetVector(old.Config().Vector)
+		t.queues[i] = q
+	}
+	t.numQueues = n
 }
