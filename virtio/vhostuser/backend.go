@@ -87,7 +87,6 @@ type Backend struct {
 	featSet  bool
 	protoAck bool // VHOST_USER_F_PROTOCOL_FEATURES acknowledged
 	protocol uint64
-	owner    bool
 	active   bool // the device is activated
 	dirty    bool // ring or memory layout changed: restart the device
 	status   uint8
@@ -206,7 +205,7 @@ func (b *Backend) ServeConn(ctx context.Context, uc *net.UnixConn) {
 	}
 }
 
-// replies lists the requests that carry their own reply (no REPLY_ACK).
+// hasReply reports whether a request carries its own reply (no REPLY_ACK).
 func hasReply(r Request) bool {
 	switch r {
 	case ReqGetFeatures, ReqGetProtocolFeatures, ReqGetVringBase, ReqGetQueueNum,
@@ -242,7 +241,7 @@ func (b *Backend) handle(c *conn, m *message) error {
 		if err != nil {
 			status = 1
 		}
-		return c.replyU64(req, status)
+		return c.reply(req, u64Bytes(status))
 	}
 	return nil
 }
@@ -287,7 +286,6 @@ func (b *Backend) dispatch(req Request, m *message) ([]byte, error) {
 		b.protocol = v
 		return nil, nil
 	case ReqSetOwner:
-		b.owner = true
 		return nil, nil
 	case ReqResetOwner, ReqResetDevice:
 		b.resetDevice()
@@ -387,9 +385,9 @@ func (b *Backend) vringState(req Request, s VringState, r *ring) ([]byte, error)
 	r.started = false
 	err := b.reconcile()
 	if r.kick != nil {
+		// The restarted device no longer polls it.
 		_ = r.kick.Close()
 		r.kick = nil
-		b.kicks[i] = nil
 	}
 	out := make([]byte, vringStateSize)
 	le.PutUint32(out[0:4], i)
@@ -473,25 +471,16 @@ func (b *Backend) setVringFD(req Request, m *message) error {
 		_ = f.Close()
 		return err
 	}
-	// The device polls the kick it was activated with: stop it before the
-	// old descriptor goes.
-	old := r.kick
-	r.kick = k
-	r.started = true
-	b.dirty = b.dirty || r.running
-	err = b.reconcileKicks(old)
-	return err
-}
-
-// reconcileKicks restarts with the new kick and closes the old one after
-// the device no longer polls it.
-func (b *Backend) reconcileKicks(old *virtio.Kick) error {
-	if old != nil && b.active {
+	// A running ring's kick is polled by the device: stop the device
+	// before the old descriptor goes (reconcile restarts it with the new
+	// one).
+	if r.running {
 		b.stopDevice()
 	}
-	if old != nil {
-		_ = old.Close()
+	if r.kick != nil {
+		_ = r.kick.Close()
 	}
+	r.kick, r.started = k, true
 	return b.reconcile()
 }
 
@@ -594,10 +583,7 @@ func (b *Backend) startDevice() error {
 func (b *Backend) prepareRing(i int, r *ring) error {
 	q := r.q
 	q.Reset()
-	size := uint16(r.num)
-	if r.num > queue.MaxSize {
-		return fmt.Errorf("vhost-user: ring %d size %d: %w", i, r.num, queue.ErrSize)
-	}
+	size := uint16(r.num) // SET_VRING_NUM checked it: a power of two up to queue.MaxSize
 	type area struct {
 		what string
 		ua   uint64
@@ -620,17 +606,15 @@ func (b *Backend) prepareRing(i int, r *ring) error {
 		return fmt.Errorf("vhost-user: ring %d: %w", i, err)
 	}
 	usedIdx, err := b.mem.mem.U16(q.Config().Used + 2)
+	if err == nil {
+		err = q.SetLastAvailIdx(r.base)
+	}
+	if err == nil {
+		err = q.SetUsedIdx(usedIdx)
+	}
 	if err != nil {
 		q.Reset()
-		return fmt.Errorf("vhost-user: ring %d used index: %w", i, err)
-	}
-	if err := q.SetLastAvailIdx(r.base); err != nil {
-		q.Reset()
-		return err
-	}
-	if err := q.SetUsedIdx(usedIdx); err != nil {
-		q.Reset()
-		return err
+		return fmt.Errorf("vhost-user: ring %d position: %w", i, err)
 	}
 	return nil
 }
@@ -741,7 +725,6 @@ func (b *Backend) disconnect() {
 	b.resetDevice()
 	b.mem.clear()
 	b.protocol = 0
-	b.owner = false
 }
 
 // Close disconnects any frontend and stops the device.

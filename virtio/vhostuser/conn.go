@@ -140,13 +140,6 @@ func (c *conn) reply(req Request, payload []byte) error {
 	return c.write(c.out[:HeaderSize+n])
 }
 
-// replyU64 sends a u64 reply.
-func (c *conn) replyU64(req Request, v uint64) error {
-	var b [8]byte
-	le.PutUint64(b[:], v)
-	return c.reply(req, b[:])
-}
-
 func (c *conn) write(p []byte) error {
 	if _, err := c.uc.Write(p); err != nil {
 		return fmt.Errorf("vhost-user: write: %w", err)

@@ -257,18 +257,26 @@ func (t MemTable) NumRegions() uint32 { return le.Uint32(t[0:4]) }
 // Region returns region i; the caller checks i against a validated count.
 func (t MemTable) Region(i int) MemRegion { return MemRegion(t[8+i*regionSize : 8+(i+1)*regionSize]) }
 
+// needBytes checks that req's payload has at least n bytes.
+func needBytes(req Request, p []byte, n int) error {
+	if len(p) < n {
+		return fmt.Errorf("%v: %w (%d bytes, want %d)", req, ErrShortPayload, len(p), n)
+	}
+	return nil
+}
+
 // parseMemTable checks the table's length against its region count.
 func parseMemTable(p []byte) (MemTable, int, error) {
-	if len(p) < 8 {
-		return nil, 0, fmt.Errorf("SET_MEM_TABLE: %w (%d bytes)", ErrShortPayload, len(p))
+	if err := needBytes(ReqSetMemTable, p, 8); err != nil {
+		return nil, 0, err
 	}
 	t := MemTable(p)
 	n := t.NumRegions()
 	if n == 0 || n > MaxRegions {
 		return nil, 0, fmt.Errorf("SET_MEM_TABLE: %d regions (1 to %d): %w", n, MaxRegions, ErrRegion)
 	}
-	if len(p) < 8+int(n)*regionSize {
-		return nil, 0, fmt.Errorf("SET_MEM_TABLE: %w: %d regions in %d bytes", ErrShortPayload, n, len(p))
+	if err := needBytes(ReqSetMemTable, p, 8+int(n)*regionSize); err != nil {
+		return nil, 0, fmt.Errorf("%w: %d regions", err, n)
 	}
 	return t, int(n), nil
 }
@@ -276,8 +284,8 @@ func parseMemTable(p []byte) (MemTable, int, error) {
 // parseSingleRegion reads ADD_MEM_REG/REM_MEM_REG's payload: 8 bytes of
 // padding and one region.
 func parseSingleRegion(req Request, p []byte) (MemRegion, error) {
-	if len(p) < 8+regionSize {
-		return nil, fmt.Errorf("%v: %w (%d bytes)", req, ErrShortPayload, len(p))
+	if err := needBytes(req, p, 8+regionSize); err != nil {
+		return nil, err
 	}
 	return MemRegion(p[8 : 8+regionSize]), nil
 }
@@ -296,39 +304,39 @@ func (c ConfigMsg) Flags() uint32 { return le.Uint32(c[8:12]) }
 
 // parseConfig checks the size fields against the payload.
 func parseConfig(req Request, p []byte) (ConfigMsg, error) {
-	if len(p) < configHdrSize {
-		return nil, fmt.Errorf("%v: %w (%d bytes)", req, ErrShortPayload, len(p))
+	if err := needBytes(req, p, configHdrSize); err != nil {
+		return nil, err
 	}
 	c := ConfigMsg(p)
 	if c.Size() > MaxConfigSize || uint64(c.Offset())+uint64(c.Size()) > MaxConfigSize {
 		return nil, fmt.Errorf("%v: offset %d size %d outside the %d-byte config space: %w", req, c.Offset(), c.Size(), MaxConfigSize, ErrShortPayload)
 	}
-	if len(p) < configHdrSize+int(c.Size()) {
-		return nil, fmt.Errorf("%v: %w: size %d in %d bytes", req, ErrShortPayload, c.Size(), len(p))
+	if err := needBytes(req, p, configHdrSize+int(c.Size())); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
 // payloadU64 reads a u64 payload.
 func payloadU64(req Request, p []byte) (uint64, error) {
-	if len(p) < u64Size {
-		return 0, fmt.Errorf("%v: %w (%d bytes)", req, ErrShortPayload, len(p))
+	if err := needBytes(req, p, u64Size); err != nil {
+		return 0, err
 	}
-	return le.Uint64(p[:8]), nil
+	return le.Uint64(p[:u64Size]), nil
 }
 
 // payloadState reads a vring state payload.
 func payloadState(req Request, p []byte) (VringState, error) {
-	if len(p) < vringStateSize {
-		return nil, fmt.Errorf("%v: %w (%d bytes)", req, ErrShortPayload, len(p))
+	if err := needBytes(req, p, vringStateSize); err != nil {
+		return nil, err
 	}
 	return VringState(p[:vringStateSize]), nil
 }
 
 // payloadAddr reads a vring address payload.
 func payloadAddr(req Request, p []byte) (VringAddr, error) {
-	if len(p) < vringAddrSize {
-		return nil, fmt.Errorf("%v: %w (%d bytes)", req, ErrShortPayload, len(p))
+	if err := needBytes(req, p, vringAddrSize); err != nil {
+		return nil, err
 	}
 	return VringAddr(p[:vringAddrSize]), nil
 }
