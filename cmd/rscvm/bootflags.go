@@ -34,15 +34,16 @@ const (
 	minMemBytes = 16 << 20
 )
 
-// flagSpec describes one boot flag and every spelling it accepts.
-type flagSpec struct {
+// flagSpec describes one flag of a command whose configuration is a C, and
+// every spelling it accepts.
+type flagSpec[C any] struct {
 	names   []string // without dashes; the first is the canonical --name
 	value   string   // placeholder for help; "" for a boolean flag
 	help    string
-	handler func(c *bootConfig, v string) error
+	handler func(c *C, v string) error
 }
 
-var bootFlags = []flagSpec{
+var bootFlags = []flagSpec[bootConfig]{
 	{[]string{"kernel"}, "PATH", "guest kernel: a bzImage, or an ELF with a PVH entry note (default: the freestanding test guest built by `make guest`)",
 		func(c *bootConfig, v string) error { c.Kernel = v; return nil }},
 	{[]string{"initrd"}, "PATH", "initial ramdisk",
@@ -110,21 +111,21 @@ var bootFlags = []flagSpec{
 		func(c *bootConfig, v string) error { c.Stats = true; return nil }},
 }
 
-func lookupBootFlag(name string) *flagSpec {
-	for i := range bootFlags {
-		for _, n := range bootFlags[i].names {
+func lookupFlag[C any](specs []flagSpec[C], name string) *flagSpec[C] {
+	for i := range specs {
+		for _, n := range specs[i].names {
 			if n == name {
-				return &bootFlags[i]
+				return &specs[i]
 			}
 		}
 	}
 	return nil
 }
 
-// acceptedBootFlags lists every spelling, for error messages.
-func acceptedBootFlags() string {
+// acceptedFlags lists every spelling, for error messages.
+func acceptedFlags[C any](specs []flagSpec[C]) string {
 	var s []string
-	for _, f := range bootFlags {
+	for _, f := range specs {
 		s = append(s, "--"+f.names[0])
 		for _, alias := range f.names[1:] {
 			s = append(s, "-"+alias)
@@ -134,38 +135,47 @@ func acceptedBootFlags() string {
 	return strings.Join(s, ", ")
 }
 
-// parseBootArgs parses `rscvm boot` arguments. Flags take one or two dashes,
-// and values either as the next argument or after '='.
-func parseBootArgs(args []string) (*bootConfig, error) {
-	c := &bootConfig{MemBytes: defaultMem, CPUs: 1, Serial: serialSpec{Kind: "stdio"}}
+// parseFlags applies args to c through specs. Flags take one or two
+// dashes, and values either as the next argument or after '='; cmd names
+// the command in the error for a stray argument.
+func parseFlags[C any](cmd string, specs []flagSpec[C], args []string, c *C) error {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
-			return nil, fmt.Errorf("unexpected argument %q: rscvm boot takes only flags (accepted: %s)", a, acceptedBootFlags())
+			return fmt.Errorf("unexpected argument %q: rscvm %s takes only flags (accepted: %s)", a, cmd, acceptedFlags(specs))
 		}
 		name := strings.TrimLeft(a, "-")
 		val, hasVal := "", false
 		if k, v, ok := strings.Cut(name, "="); ok {
 			name, val, hasVal = k, v, true
 		}
-		spec := lookupBootFlag(name)
+		spec := lookupFlag(specs, name)
 		if spec == nil {
-			return nil, fmt.Errorf("unknown flag %s (accepted: %s)", a, acceptedBootFlags())
+			return fmt.Errorf("unknown flag %s (accepted: %s)", a, acceptedFlags(specs))
 		}
 		if spec.value == "" {
 			if hasVal {
-				return nil, fmt.Errorf("flag -%s takes no value", name)
+				return fmt.Errorf("flag -%s takes no value", name)
 			}
 		} else if !hasVal {
 			if i+1 >= len(args) {
-				return nil, fmt.Errorf("flag -%s needs a value: %s", name, spec.value)
+				return fmt.Errorf("flag -%s needs a value: %s", name, spec.value)
 			}
 			i++
 			val = args[i]
 		}
 		if err := spec.handler(c, val); err != nil {
-			return nil, fmt.Errorf("flag -%s: %w", name, err)
+			return fmt.Errorf("flag -%s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// parseBootArgs parses `rscvm boot` arguments.
+func parseBootArgs(args []string) (*bootConfig, error) {
+	c := &bootConfig{MemBytes: defaultMem, CPUs: 1, Serial: serialSpec{Kind: "stdio"}}
+	if err := parseFlags("boot", bootFlags, args, c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -59,78 +58,53 @@ GSO packets, what Linux guests take), not RSC_EXT.
 type vhostUserConfig struct {
 	socket    string
 	netdev    *tapNetdev
+	devOpts   *optList // -device, applied to net once the -netdev is known
 	net       virtionet.Config
 	stats     bool
 	statsFile string
 }
 
-func parseVhostUserArgs(args []string) (*vhostUserConfig, error) {
-	cfg := &vhostUserConfig{net: virtionet.DefaultConfig()}
-	var devOpts *optList
-	value := func(i *int, name string) (string, error) {
-		a := args[*i]
-		if k, v, ok := strings.Cut(a, "="); ok && strings.TrimLeft(k, "-") == name {
-			return v, nil
-		}
-		if *i+1 >= len(args) {
-			return "", fmt.Errorf("flag %s needs a value", a)
-		}
-		*i++
-		return args[*i], nil
-	}
-	for i := 0; i < len(args); i++ {
-		name, _, _ := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		if !strings.HasPrefix(args[i], "-") {
-			return nil, fmt.Errorf("unexpected argument %q (flags: --socket, -netdev, -device, --stats, --stats-file)", args[i])
-		}
-		switch name {
-		case "socket":
-			v, err := value(&i, name)
-			if err != nil {
-				return nil, err
-			}
-			cfg.socket = v
-		case "netdev":
-			v, err := value(&i, name)
-			if err != nil {
-				return nil, err
-			}
-			if cfg.netdev != nil {
-				return nil, errors.New("-netdev given twice (one TAP per backend)")
+var vhostUserFlags = []flagSpec[vhostUserConfig]{
+	{[]string{"socket"}, "PATH", "Unix socket to listen on",
+		func(c *vhostUserConfig, v string) error { c.socket = v; return nil }},
+	{[]string{"netdev"}, "tap,id=ID,ifname=NAME,...", "the TAP",
+		func(c *vhostUserConfig, v string) error {
+			if c.netdev != nil {
+				return errors.New("given twice (one TAP per backend)")
 			}
 			o, err := parseOptList("-netdev", v, "type")
 			if err != nil {
-				return nil, err
+				return err
 			}
-			if cfg.netdev, err = parseNetdev(o); err != nil {
-				return nil, err
+			if c.netdev, err = parseNetdev(o); err != nil {
+				return err
 			}
 			if k := o.untaken(); len(k) > 0 {
-				return nil, fmt.Errorf("-netdev %s: unknown option %q (accepted: id, ifname, queues, fd, fds, sndbuf, vnet_hdr, script, downscript)", cfg.netdev.id, k[0])
+				return fmt.Errorf("-netdev %s: unknown option %q (accepted: id, ifname, queues, fd, fds, sndbuf, vnet_hdr, script, downscript)", c.netdev.id, k[0])
 			}
-		case "device":
-			v, err := value(&i, name)
-			if err != nil {
-				return nil, err
+			return nil
+		}},
+	{[]string{"device"}, "virtio-net,PROPS", "device properties",
+		func(c *vhostUserConfig, v string) error {
+			if c.devOpts != nil {
+				return errors.New("given twice (one device per backend)")
 			}
-			if devOpts != nil {
-				return nil, errors.New("-device given twice (one device per backend)")
-			}
-			if devOpts, err = parseOptList("-device", v, "driver"); err != nil {
-				return nil, err
-			}
-		case "stats":
-			cfg.stats = true
-		case "stats-file":
-			v, err := value(&i, name)
-			if err != nil {
-				return nil, err
-			}
-			cfg.statsFile = v
-		default:
-			return nil, fmt.Errorf("unknown flag %s (accepted: --socket, -netdev, -device, --stats, --stats-file)", args[i])
-		}
+			var err error
+			c.devOpts, err = parseOptList("-device", v, "driver")
+			return err
+		}},
+	{[]string{"stats"}, "", "print negotiated features and counters at exit",
+		func(c *vhostUserConfig, v string) error { c.stats = true; return nil }},
+	{[]string{"stats-file"}, "FILE", "keep FILE updated with the counters as JSON",
+		func(c *vhostUserConfig, v string) error { c.statsFile = v; return nil }},
+}
+
+func parseVhostUserArgs(args []string) (*vhostUserConfig, error) {
+	cfg := &vhostUserConfig{net: virtionet.DefaultConfig()}
+	if err := parseFlags("vhost-user-net", vhostUserFlags, args, cfg); err != nil {
+		return nil, err
 	}
+	devOpts := cfg.devOpts
 	if cfg.socket == "" {
 		return nil, errors.New("--socket PATH is required (the Unix socket the frontend connects to)")
 	}

@@ -38,15 +38,17 @@ func TestParseVhostUserArgsErrors(t *testing.T) {
 	}{
 		{[]string{"-netdev", "tap,id=n0,ifname=t"}, "--socket PATH is required"},
 		{[]string{"--socket", "/tmp/s"}, "-netdev tap,id=ID,ifname=NAME is required"},
-		{[]string{"--socket"}, "flag --socket needs a value"},
-		{[]string{"--socket", "/tmp/s", "--bogus"}, "unknown flag --bogus (accepted: --socket, -netdev, -device, --stats, --stats-file)"},
+		{[]string{"--socket"}, "flag -socket needs a value: PATH"},
+		{[]string{"--socket", "/tmp/s", "--stats=yes"}, "flag -stats takes no value"},
+		{[]string{"--socket", "/tmp/s", "-netdev", "tap,id=n0,ifname=t", "-netdev", "tap,id=n1,ifname=u"}, "flag -netdev: given twice (one TAP per backend)"},
+		{[]string{"--socket", "/tmp/s", "--bogus"}, "unknown flag --bogus (accepted: --device, --netdev, --socket, --stats, --stats-file)"},
 		{[]string{"--socket", "/tmp/s", "-netdev", "user,id=n0"}, `unsupported type "user" (accepted: tap)`},
 		{[]string{"--socket", "/tmp/s", "-netdev", "tap,id=n0,ifname=t,colour=red"}, `unknown option "colour"`},
 		{[]string{"--socket", "/tmp/s", "-netdev", "tap,id=n0,ifname=t", "-device", "e1000,netdev=n0"}, `driver "e1000": accepted: virtio-net`},
 		{[]string{"--socket", "/tmp/s", "-netdev", "tap,id=n0,ifname=t", "-device", "virtio-net,netdev=n1"}, `netdev="n1" but the -netdev is "n0"`},
 		{[]string{"--socket", "/tmp/s", "-netdev", "tap,id=n0,ifname=t", "-device", "virtio-net,rsc_interval=-1"}, "rsc_interval"},
 		{[]string{"--socket", "/tmp/s", "-netdev", "tap,id=n0,ifname=t", "-device", "virtio-net,x-rsc-gso=maybe"}, "x-rsc-gso"},
-		{[]string{"--socket", "/tmp/s", "stray"}, `unexpected argument "stray"`},
+		{[]string{"--socket", "/tmp/s", "stray"}, `unexpected argument "stray": rscvm vhost-user-net takes only flags`},
 	} {
 		_, err := parseVhostUserArgs(c.args)
 		require.Error(t, err, "%q", c.args)
