@@ -403,14 +403,7 @@ func TestQEMUDebianUserNet(t *testing.T) {
 	nic := fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:5001", fwdPort)
 	g := startGuest(t, ctx, kernel, initrd, debianCmdline(agent.CommandLine()), []string{"-nic", nic}, nil)
 
-	recv := make(chan transferResult, 1)
-	go func() {
-		r, err := acceptSink(ctx, hostLn)
-		if err != nil {
-			t.Errorf("host sink: %v", err)
-		}
-		recv <- r
-	}()
+	recv := hostSink(t, ctx, hostLn)
 	_, err = g.waitLine(ctx, protocol.LineSink, "listening")
 	require.NoError(t, err)
 	sent, err := source(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(fwdPort))), n)
@@ -533,14 +526,7 @@ func TestQEMUDebianTap(t *testing.T) {
 	g := startGuest(t, ctx, kernel, initrd, debianCmdline(agent.CommandLine()),
 		[]string{"-netdev", "tap,id=n0,fd=3,vhost=off", "-device", "virtio-net-pci,netdev=n0"}, []*os.File{tap})
 
-	recv := make(chan transferResult, 1)
-	go func() {
-		r, err := acceptSink(ctx, hostLn)
-		if err != nil {
-			t.Errorf("host sink: %v", err)
-		}
-		recv <- r
-	}()
+	recv := hostSink(t, ctx, hostLn)
 	_, err = g.waitLine(ctx, protocol.LineSink, "listening")
 	require.NoError(t, err)
 	var conn net.Conn
@@ -571,6 +557,20 @@ func TestQEMUDebianTap(t *testing.T) {
 	set, ok := findLine(lines, protocol.LineSet)
 	require.True(t, ok)
 	require.Equal(t, []string{"rx-gro-hw=off", "ok"}, set.Args)
+}
+
+// hostSink accepts one connection on ln in the background, reads it to EOF
+// and delivers what it read (the test fails if the sink does).
+func hostSink(t *testing.T, ctx context.Context, ln net.Listener) <-chan transferResult {
+	recv := make(chan transferResult, 1)
+	go func() {
+		r, err := acceptSink(ctx, ln)
+		if err != nil {
+			t.Errorf("host sink: %v", err)
+		}
+		recv <- r
+	}()
+	return recv
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -257,17 +257,26 @@ func rxPackets(t *testing.T, l protocol.Line) int64 {
 	return n
 }
 
+// vhostUserSetup is what every vhost-user test needs: the Debian kernel,
+// the agent initramfs, QEMU, and rscvm's backend with deviceProps; ctx ends
+// with the test or after twice the QEMU timeout.
+func vhostUserSetup(t *testing.T, deviceProps string) (kernel, initrd string, b *vuBackend, ctx context.Context) {
+	t.Helper()
+	kernel = image(t, "debian/vmlinuz")
+	needQEMU(t)
+	initrd = testInitramfs(t)
+	b = startVhostUserBackend(t, deviceProps)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*qemuTimeout())
+	t.Cleanup(cancel)
+	return kernel, initrd, b, ctx
+}
+
 // TestQEMUVhostUserTCP: host→guest and guest→host TCP through rscvm's
 // backend, byte-exact; with x-rsc-gso=on and MSS-sized frames entering the
 // TAP the guest receives at least 10x fewer packets than segments; after the
 // guest switches rx-gro-hw off the stream stays intact.
 func TestQEMUVhostUserTCP(t *testing.T) {
-	kernel := image(t, "debian/vmlinuz")
-	needQEMU(t)
-	initrd := testInitramfs(t)
-	b := startVhostUserBackend(t, "x-rsc-gso=on")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*qemuTimeout())
-	defer cancel()
+	kernel, initrd, b, ctx := vhostUserSetup(t, "x-rsc-gso=on")
 
 	const n = 8 << 20
 	hostLn, err := b.listen("10.0.2.1:5002")
@@ -287,14 +296,7 @@ func TestQEMUVhostUserTCP(t *testing.T) {
 		Addr: mustPrefix("10.0.2.15/24"),
 	}
 	g := startGuest(t, ctx, kernel, initrd, debianCmdline(agent.CommandLine()), b.qemuArgs(), nil)
-	recv := make(chan transferResult, 1)
-	go func() {
-		r, err := acceptSink(ctx, hostLn)
-		if err != nil {
-			t.Errorf("host sink: %v", err)
-		}
-		recv <- r
-	}()
+	recv := hostSink(t, ctx, hostLn)
 
 	_, err = g.waitLine(ctx, protocol.LineSink, "listening", "port=5001")
 	require.NoError(t, err)
@@ -362,12 +364,7 @@ func TestQEMUVhostUserTCP(t *testing.T) {
 // TestQEMUVhostUserReconnect: killing QEMU leaves rscvm listening with its
 // TAP; a new QEMU connects and its guest receives a TCP stream.
 func TestQEMUVhostUserReconnect(t *testing.T) {
-	kernel := image(t, "debian/vmlinuz")
-	needQEMU(t)
-	initrd := testInitramfs(t)
-	b := startVhostUserBackend(t, "x-rsc-gso=on")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*qemuTimeout())
-	defer cancel()
+	kernel, initrd, b, ctx := vhostUserSetup(t, "x-rsc-gso=on")
 
 	first := protocol.Config{
 		Actions: []protocol.Action{{Kind: protocol.KindReady}, {Kind: protocol.KindSink, Port: 5001}},
