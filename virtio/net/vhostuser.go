@@ -27,11 +27,13 @@ func VhostUserFeatureMask() uint64 {
 // this device: QEMU negotiates MQ with the guest but keeps it out of
 // SET_FEATURES when it handles the control queue, so a device with more
 // than one queue pair gets MQ (its queues are the frontend's rings 0..2N-1).
+// The control-queue features never arrive: VhostUserFeatureMask keeps them
+// out of the offer and the backend refuses bits it did not offer.
 func (d *Device) VhostUserAck(acked uint64) uint64 {
 	if d.maxPairs > 1 {
 		acked |= 1 << FeatureMQ
 	}
-	return acked &^ (1 << FeatureCtrlVQ)
+	return acked
 }
 
 // SetQueuePairs attaches the backend queues of the first n queue pairs and
