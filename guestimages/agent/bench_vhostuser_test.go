@@ -248,27 +248,14 @@ func BenchmarkVhostUserMatrix(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if os.Geteuid() != 0 {
-		testenv.SkipOrFail(b, "needs root for network namespaces and TAPs")
-	}
+	testenv.Root(b, "network namespaces and TAPs")
 	if err := testguest.NetnsAvailable(); err != nil {
 		testenv.SkipOrFail(b, "%v", err)
 	}
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		testenv.SkipOrFail(b, "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
-	}
-	if _, err := exec.LookPath("ethtool"); err != nil {
-		testenv.SkipOrFail(b, "ethtool not installed (apt-get install ethtool)")
-	}
-	out, err := benchOutDir()
-	if err != nil {
-		b.Fatal(err)
-	}
-	kernel := filepath.Join(out, "debian", "vmlinuz")
-	if _, err := os.Stat(kernel); err != nil {
-		testenv.SkipOrFail(b, "%s missing (run guestimages/build.sh): %v", kernel, err)
-	}
+	qemu := testenv.QEMU(b)
+	testenv.Tool(b, "ethtool", "ethtool")
+	kernel := testenv.Image(b, "debian/vmlinuz")
+	out := filepath.Dir(filepath.Dir(kernel))
 	kver := "?"
 	if v, err := os.ReadFile(filepath.Join(out, "debian", "kver")); err == nil {
 		kver = strings.TrimSpace(string(v))
@@ -409,23 +396,6 @@ func benchRevision() string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// benchOutDir is $RSCVM_OUT or the out/ directory next to go.mod.
-func benchOutDir() (string, error) {
-	if d := os.Getenv("RSCVM_OUT"); d != "" {
-		return d, nil
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "out"), nil
-		}
-	}
-	return filepath.Join(wd, "out"), nil
 }
 
 // benchResult is what a matrix measured.
