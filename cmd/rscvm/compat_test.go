@@ -4,38 +4,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/rscvm/rscvm/guestimages/testguest"
 	"github.com/rscvm/rscvm/guestimages/testguest/compat"
-	"github.com/stretchr/testify/require"
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 // requireCompatEnv skips (or fails with RSCVM_REQUIRE_KVM=1) unless root,
 // namespaces/TAPs, /dev/kvm and QEMU are usable.
 func requireCompatEnv(t *testing.T) {
 	t.Helper()
-	fail := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but "+format, args...)
-		}
-		t.Skipf(format, args...)
-	}
 	if err := testguest.NetnsAvailable(); err != nil {
-		fail("no network namespaces/TAP (root, /dev/net/tun, ip): %v", err)
+		testenv.SkipOrFail(t, "no network namespaces/TAP (root, /dev/net/tun, ip): %v", err)
 	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		fail("/dev/kvm unusable: %v", err)
-	}
-	_ = f.Close()
-	if _, err := exec.LookPath(testguest.QEMUBinary); err != nil {
-		fail("%s missing: %v", testguest.QEMUBinary, err)
-	}
+	testenv.KVM(t)
+	testenv.Tool(t, testguest.QEMUBinary, "qemu-system-x86")
 }
 
 // TestCompatQEMUSubset runs `rscvm compat qemu --json` on a few cases (one
@@ -49,10 +36,7 @@ func TestCompatQEMUSubset(t *testing.T) {
 	bin := buildRscvm(t)
 	elf, err := testguest.Build(context.Background(), t.TempDir())
 	if err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("building the test guest: %v", err)
-		}
-		t.Skipf("building the test guest: %v", err)
+		testenv.SkipOrFail(t, "building the test guest: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -26,6 +26,7 @@ import (
 
 	"github.com/rscvm/rscvm/guestimages/agent/protocol"
 	"github.com/rscvm/rscvm/guestimages/testguest"
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 var (
@@ -65,9 +66,7 @@ const vuTap = "vu0"
 
 func startVhostUserBackend(t *testing.T, deviceProps string) *vuBackend {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root for a network namespace and a TAP")
-	}
+	testenv.Root(t, "a network namespace and a TAP")
 	if err := testguest.NetnsAvailable(); err != nil {
 		skipOrFail(t, "%v", err)
 	}

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rscvm/rscvm/net/header"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rscvm/rscvm/internal/testenv"
+	"github.com/rscvm/rscvm/net/header"
 )
 
 // requireNetEnv skips (or fails with RSCVM_REQUIRE_KVM=1) unless namespaces,
@@ -30,10 +32,7 @@ func requireNetEnv(t *testing.T) {
 // requireNetEnvSkip skips because of err, or fails with RSCVM_REQUIRE_KVM=1.
 func requireNetEnvSkip(t *testing.T, err error) {
 	t.Helper()
-	if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-		t.Fatalf("RSCVM_REQUIRE_KVM=1 but %v", err)
-	}
-	t.Skip(err.Error())
+	testenv.SkipOrFail(t, "%v", err)
 }
 
 // The network tests run against QEMU 7.2 (TCG) by default. With
@@ -678,14 +677,7 @@ func TestQEMUNetKVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: QEMU+KVM boot takes 4-15 s on emulated KVM")
 	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("/dev/kvm unusable and RSCVM_REQUIRE_KVM=1: %v", err)
-		}
-		t.Skipf("/dev/kvm unusable: %v", err)
-	}
-	require.NoError(t, f.Close())
+	testenv.KVM(t)
 	elfPath := guestELF(t)
 	requireNetEnv(t)
 	qemuAvailable(t)

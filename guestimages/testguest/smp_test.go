@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 func TestParseOutputSMPSamples(t *testing.T) {
@@ -163,14 +165,7 @@ func TestRscvmSMP(t *testing.T) {
 	if bin == "" {
 		t.Skip("RSCVM_TESTGUEST_VMM not set (path to an rscvm binary: go build -o /tmp/rscvm ./cmd/rscvm)")
 	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("/dev/kvm unusable and RSCVM_REQUIRE_KVM=1: %v", err)
-		}
-		t.Skipf("/dev/kvm unusable: %v", err)
-	}
-	require.NoError(t, f.Close())
+	testenv.KVM(t)
 	elfPath := guestELF(t)
 	for _, tc := range []struct {
 		n       int

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/rscvm/rscvm/internal/testenv"
 )
 
 // requireTool skips (or, with RSCVM_REQUIRE_KVM=1, fails) when a host tool is missing.
@@ -23,10 +25,7 @@ func requireTool(t *testing.T, names ...string) {
 	t.Helper()
 	for _, name := range names {
 		if _, err := exec.LookPath(name); err != nil {
-			if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-				t.Fatalf("%s not found and RSCVM_REQUIRE_KVM=1: %v", name, err)
-			}
-			t.Skipf("%s not found (install build-essential / qemu-system-x86): %v", name, err)
+			testenv.SkipOrFail(t, "%s not found (install build-essential / qemu-system-x86): %v", name, err)
 		}
 	}
 }
@@ -550,14 +549,7 @@ func TestQEMUKVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: QEMU+KVM boot takes 4-15 s on emulated KVM")
 	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("/dev/kvm unusable and RSCVM_REQUIRE_KVM=1: %v", err)
-		}
-		t.Skipf("/dev/kvm unusable: %v", err)
-	}
-	require.NoError(t, f.Close())
+	testenv.KVM(t)
 	out := runGuestWith(t, 240*time.Second, QEMUOptions{Accel: "kvm", Cmdline: "kvm=1"})
 	checkPCMachine(t, out)
 }

@@ -23,8 +23,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rscvm/rscvm/net/pcap"
 	"golang.org/x/sys/unix"
+
+	"github.com/rscvm/rscvm/internal/testenv"
+	"github.com/rscvm/rscvm/net/pcap"
 )
 
 // Addresses of the two ends of a transfer (each in its own namespace, so
@@ -129,10 +131,7 @@ func MustCaptureTransfer(t testing.TB, cfg TransferConfig) *Capture {
 	t.Helper()
 	skipIf := func(err error) {
 		t.Helper()
-		if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-			t.Fatalf("RSCVM_REQUIRE_KVM=1 but %v", err)
-		}
-		t.Skip(err.Error())
+		testenv.SkipOrFail(t, "%v", err)
 	}
 	if err := Supported(); err != nil {
 		skipIf(err)

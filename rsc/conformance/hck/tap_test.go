@@ -2,11 +2,11 @@ package hck_test
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rscvm/rscvm/internal/testenv"
 	"github.com/rscvm/rscvm/rsc/conformance"
 	"github.com/rscvm/rscvm/rsc/conformance/hck"
 )
@@ -15,19 +15,7 @@ import (
 // RSCVM_REQUIRE_KVM=1 (CI) a missing prerequisite fails the test instead.
 func requireTapEnv(t *testing.T) {
 	t.Helper()
-	missing := ""
-	if os.Geteuid() != 0 {
-		missing = "needs root (network namespace, TAP, AF_PACKET)"
-	} else if _, err := os.Stat("/dev/net/tun"); err != nil {
-		missing = "needs /dev/net/tun: " + err.Error()
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("RSCVM_REQUIRE_KVM") == "1" {
-		t.Fatalf("RSCVM_REQUIRE_KVM=1 but %s", missing)
-	}
-	t.Skip(missing)
+	testenv.TUN(t)
 }
 
 func newTapRunner(t *testing.T) *hck.TapRunner {
